@@ -1,0 +1,26 @@
+# Two commands on a fresh machine: `make train` and `make test`. Each makes .venv itself.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= workdir/tiny
+
+.PHONY: venv train test clean
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	# CPU torch for the converter's reference test only (never a package dependency).
+	$(PY) -m pip install -q torch==2.13.0 || echo "torch not installed: the converter test will be skipped"
+	touch $@
+
+venv: $(VENV)/.installed
+
+train: venv
+	$(PY) main.py --config=configs/tiny.py --workdir=$(WORKDIR)
+
+test: venv
+	$(PY) -m pytest -n 2 -q
+
+clean:
+	rm -rf $(VENV) workdir

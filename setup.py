@@ -1,0 +1,35 @@
+"""dfl-jax: Decoupled Feature Learning for 3D interacting-hand pose, in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="dfl-jax",
+    version="0.1.0",
+    description="DFL (Decoupling Heterogeneous Features for Robust 3D Interacting Hand Poses "
+                "Estimation) in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["dfl_jax", "dfl_jax.*", "input_pipeline",
+                                    "input_pipeline.*"]),
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.11",
+        "optax>=0.2.5",
+        "orbax-checkpoint>=0.11",
+        "ml-collections>=1.0",
+        "clu>=0.0.12",
+        "numpy>=1.26",
+        "opencv-python-headless>=4.9",
+        "safetensors>=0.4",
+        "tensorflow-cpu>=2.16; platform_machine=='x86_64'",
+        "tensorflow>=2.16; platform_machine!='x86_64'",
+        "tensorflow-datasets>=4.9.6",
+        "absl-py",
+    ],
+    extras_require={
+        # torch is never a dependency of the package; tests install the CPU build themselves.
+        "test": ["pytest>=8", "pytest-xdist>=3"],
+    },
+    license="Apache-2.0",
+)
