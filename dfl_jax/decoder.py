@@ -1,0 +1,269 @@
+"""The decoupling heterogeneous feature decoder (paper Sec. 3.3) and its non-decoupled baselines.
+
+Decoupled decoder (DFL), N scales coarse to fine, T iterations:
+  1. Initialisation (Eq. 1-2): learnable queries Q^a attend to the coarsest appearance features
+     only; the one attention map A^a_0 aggregates J^a_0 = A F^a_0 and J^p_0 = A F^p_0.
+  2. Iteration t = 1..T:
+       J-J (Sec. 3.3.2): self-attention among the 2J joints whose logits come from the position
+         features; each type aggregates its own values. Residual, LayerNorm, FFN per type.
+       J-I (Sec. 3.3.3, Eq. 3): decoupled attention to the image at scale s(t) with
+         logits Q_a K_a^T/sqrt(d_a) + Q_p K_p^T/sqrt(d_p), one softmax, each type aggregates its
+         own values. Residual, LayerNorm, FFN per type.
+       An intermediate 2.5D head on J^p (supervised on x, y: Sec. 3.4.1).
+  3. SPR on J^p after the last iteration, then the final 2.5D regression from J^p only.
+
+Choices the paper leaves open (written here so they are findable):
+  * Post-norm transformer sub-layers (DETR style); the attention widths (``attn_dim`` per type,
+    ``num_heads`` heads) and the FFN width (``dim_ff``) are ours, sized so that the paper
+    configuration has the paper's 42M parameters (``python -m dfl_jax.summary``).
+  * Scale schedule: the initialisation uses scale 0 (coarsest); iteration t uses scale
+    1 + (t - 1) mod (N - 1), so T = N - 1 sweeps coarse to fine once and T >= N (Table 3's 4 and
+    5 iterations) starts the sweep again. ``multi_scale=False`` (supplement Table 1) uses the finest
+    scale for every stage.
+  * The initial queries are used as in Eq. 1, without projections; queries are N(0, 1).
+  * Regression heads output (Dense(x) + 0.5) * (W, H, 256): the network regresses coordinates
+    normalised to the crop and the 256-unit depth range, centred at the crop centre, from a
+    small initial kernel so untrained predictions sit near the centre.
+
+Baselines of Table 1 (no decoupling): ``FusedDecoder`` fuses the two feature types by addition
+(tokens = Dense(F^a) + F^p, DETR style) and runs learnable queries through J-I (id 2), J-J + J-I
+(id 3) and SPR (id 4) on that single stream; ``PooledRegressor`` regresses from average-pooled
+encoder features (id 1).
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from dfl_jax import skeleton
+from dfl_jax.attention import DecoupledAttention, attention_maps
+from dfl_jax.spatial_position_refinement import SpatialPositionRefinement
+
+DEPTH_UNITS = 256.0
+# Regression heads start near the crop centre: with a default-scale kernel the untrained
+# outputs would spread over +-1 crop (+-256 depth units) and dominate the first steps.
+HEAD_INIT = nn.initializers.variance_scaling(1e-3, "fan_in", "normal")
+
+
+def scale_schedule(num_scales: int, num_iterations: int, multi_scale: bool = True):
+  """Returns (initialisation scale, [scale of iteration 1..T]) as indices coarse (0) to fine."""
+  if not multi_scale or num_scales == 1:
+    return num_scales - 1, [num_scales - 1] * num_iterations
+  return 0, [1 + (t - 1) % (num_scales - 1) for t in range(1, num_iterations + 1)]
+
+
+class FeedForward(nn.Module):
+  dim_ff: int
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    y = nn.relu(nn.Dense(self.dim_ff, dtype=self.dtype, name="dense0")(x))
+    y = nn.Dropout(self.dropout)(y, deterministic=not train)
+    return nn.Dense(x.shape[-1], dtype=self.dtype, name="dense1")(y)
+
+
+class Residual(nn.Module):
+  """x <- LayerNorm(x + Dropout(update)), then x <- LayerNorm(x + Dropout(FFN(x)))."""
+
+  dim_ff: int
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, update, train: bool):
+    x = nn.LayerNorm(dtype=self.dtype, name="norm0")(
+        x + nn.Dropout(self.dropout)(update, deterministic=not train))
+    y = FeedForward(self.dim_ff, self.dropout, self.dtype, name="ffn")(x, train)
+    return nn.LayerNorm(dtype=self.dtype, name="norm1")(
+        x + nn.Dropout(self.dropout)(y, deterministic=not train))
+
+
+class InitialAggregation(nn.Module):
+  """Eq. (1)-(2): J^a_0 = A F^a, J^p_0 = A F^p with A = softmax(Q F^T / sqrt(C)).
+
+  ``relation`` selects what the learnable queries match (Table 2, 'Initialization'):
+  'appearance' (DFL: Q^a against F^a), 'position' (Q^p against F^p) or 'both' (summed logits).
+  """
+
+  relation: str = "appearance"
+  num_joints: int = skeleton.NUM_JOINTS
+
+  @nn.compact
+  def __call__(self, f_a, f_p):
+    logits = 0.0
+    init = nn.initializers.normal(1.0)
+    if self.relation in ("appearance", "both"):
+      q = self.param("query_a", init, (self.num_joints, f_a.shape[-1]), jnp.float32)
+      logits += jnp.einsum("jc,bkc->bjk", q, f_a.astype(jnp.float32)) / jnp.sqrt(f_a.shape[-1])
+    if self.relation in ("position", "both"):
+      q = self.param("query_p", init, (self.num_joints, f_p.shape[-1]), jnp.float32)
+      logits += jnp.einsum("jc,bkc->bjk", q, f_p.astype(jnp.float32)) / jnp.sqrt(f_p.shape[-1])
+    if self.relation not in ("appearance", "position", "both"):
+      raise ValueError(f"init_relation must be appearance|position|both, got {self.relation!r}")
+    weights = nn.softmax(logits, axis=-1).astype(f_a.dtype)  # [B, 2J, K]
+    return (jnp.einsum("bjk,bkc->bjc", weights, f_a),
+            jnp.einsum("bjk,bkc->bjc", weights, f_p), weights)
+
+
+class JointHead(nn.Module):
+  """Per-joint 2.5D regression: (Dense(x) + 0.5) * (W, H, 256), see module docstring."""
+
+  input_hw: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x):
+    scale = jnp.asarray([self.input_hw[1], self.input_hw[0], DEPTH_UNITS], jnp.float32)
+    return (nn.Dense(3, dtype=jnp.float32, kernel_init=HEAD_INIT, name="dense")(
+        x.astype(jnp.float32)) + 0.5) * scale
+
+
+def _flatten(x):
+  return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+def _select(j_a, j_p, which):
+  if which == "position":
+    return j_p
+  if which == "appearance":
+    return j_a
+  if which == "both":
+    return jnp.concatenate([j_a, j_p.astype(j_a.dtype)], axis=-1)
+  raise ValueError(f"regression_features must be appearance|position|both, got {which!r}")
+
+
+class DecoupledDecoder(nn.Module):
+  """DFL's decoder. Inputs: per scale (coarse to fine) F^a [B,H,W,C_a] and F^p [B,H,W,C_p]."""
+
+  num_iterations: int = 3
+  num_heads: int = 8
+  attn_dim: int = 256
+  dim_ff: int = 1024
+  dropout: float = 0.0
+  multi_scale: bool = True
+  use_jj: bool = True
+  use_spr: bool = True
+  spr_layers: int = 1
+  init_relation: str = "appearance"
+  jj_relation: str = "position"
+  ji_relation: str = "both"
+  regression_features: str = "position"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, f_a, f_p, input_hw, train: bool = False, return_attention: bool = False):
+    init_scale, scales = scale_schedule(len(f_a), self.num_iterations, self.multi_scale)
+    attn = {"init": None, "jj": [], "ji": []}
+    j_a, j_p, a0 = InitialAggregation(self.init_relation, name="init")(
+        _flatten(f_a[init_scale]), _flatten(f_p[init_scale]))
+    attn["init"] = a0.reshape(a0.shape[:2] + f_a[init_scale].shape[1:3])
+    iterations = []
+    for t, s in enumerate(scales):
+      if self.use_jj:  # J-J: relationships among joints from position features (Sec. 3.3.2).
+        u_a, u_p, parts = DecoupledAttention(
+            self.num_heads, self.attn_dim, self.attn_dim, self.jj_relation, self.dtype,
+            name=f"jj{t}")(j_a, j_p, j_a, j_p)
+        j_a = Residual(self.dim_ff, self.dropout, self.dtype, name=f"jj{t}_a")(j_a, u_a, train)
+        j_p = Residual(self.dim_ff, self.dropout, self.dtype, name=f"jj{t}_p")(j_p, u_p, train)
+        if return_attention:
+          attn["jj"].append(attention_maps(parts))
+      # J-I: decoupled joints-image attention at scale s (Sec. 3.3.3, supplement Eq. 1-3).
+      u_a, u_p, parts = DecoupledAttention(
+          self.num_heads, self.attn_dim, self.attn_dim, self.ji_relation, self.dtype,
+          name=f"ji{t}")(j_a, j_p, _flatten(f_a[s]), _flatten(f_p[s]))
+      j_a = Residual(self.dim_ff, self.dropout, self.dtype, name=f"ji{t}_a")(j_a, u_a, train)
+      j_p = Residual(self.dim_ff, self.dropout, self.dtype, name=f"ji{t}_p")(j_p, u_p, train)
+      if return_attention:
+        hw = f_a[s].shape[1:3]
+        attn["ji"].append({k: v.reshape(v.shape[:2] + hw)
+                           for k, v in attention_maps(parts).items()})
+      iterations.append(JointHead(input_hw, name=f"head{t}")(
+          _select(j_a, j_p, self.regression_features)))
+    if self.use_spr:
+      j_p = SpatialPositionRefinement(self.spr_layers, self.num_heads, self.dtype,
+                                      name="spr")(j_p)
+    joints = JointHead(input_hw, name="head_final")(_select(j_a, j_p, self.regression_features))
+    out = {"joints": joints, "joints_iterations": _stack(iterations, joints),
+           "joint_features": jnp.concatenate([j_a, j_p.astype(j_a.dtype)], axis=-1)}
+    if return_attention:
+      out["attention"] = attn
+    return out
+
+
+class FusedDecoder(nn.Module):
+  """Table 1 ids 2-4: one fused feature stream (no decoupling)."""
+
+  num_iterations: int = 3
+  num_heads: int = 8
+  width: int = 256
+  dim_ff: int = 1024
+  dropout: float = 0.0
+  multi_scale: bool = True
+  use_jj: bool = True
+  use_spr: bool = True
+  spr_layers: int = 1
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, f_a, f_p, input_hw, train: bool = False, return_attention: bool = False):
+    _, scales = scale_schedule(len(f_a), self.num_iterations, self.multi_scale)
+    proj = nn.Dense(self.width, dtype=self.dtype, name="input_proj")
+    batch = f_a[0].shape[0]
+    j = self.param("queries", nn.initializers.normal(1.0), (skeleton.NUM_JOINTS, self.width),
+                   jnp.float32)
+    j = jnp.broadcast_to(j.astype(self.dtype), (batch,) + j.shape)
+    attn = {"jj": [], "ji": []}
+    iterations = []
+    for t, s in enumerate(scales):
+      if self.use_jj:
+        u, _, parts = DecoupledAttention(self.num_heads, self.width, dtype=self.dtype,
+                                         name=f"jj{t}")(j, None, j, None)
+        j = Residual(self.dim_ff, self.dropout, self.dtype, name=f"jj{t}_res")(j, u, train)
+        if return_attention:
+          attn["jj"].append(attention_maps(parts))
+      tokens = _flatten(proj(f_a[s]) + f_p[s].astype(self.dtype))
+      u, _, parts = DecoupledAttention(self.num_heads, self.width, dtype=self.dtype,
+                                       name=f"ji{t}")(j, None, tokens, None)
+      j = Residual(self.dim_ff, self.dropout, self.dtype, name=f"ji{t}_res")(j, u, train)
+      if return_attention:
+        hw = f_a[s].shape[1:3]
+        attn["ji"].append({k: v.reshape(v.shape[:2] + hw)
+                           for k, v in attention_maps(parts).items()})
+      iterations.append(JointHead(input_hw, name=f"head{t}")(j))
+    if self.use_spr:
+      j = SpatialPositionRefinement(self.spr_layers, self.num_heads, self.dtype, name="spr")(j)
+    joints = JointHead(input_hw, name="head_final")(j)
+    out = {"joints": joints, "joints_iterations": _stack(iterations, joints),
+           "joint_features": j}
+    if return_attention:
+      out["attention"] = attn
+    return out
+
+
+class PooledRegressor(nn.Module):
+  """Table 1 id 1: 2.5D joints from the average-pooled encoder features of every scale."""
+
+  hidden: int = 1024
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, f_a, f_p, input_hw, train: bool = False, return_attention: bool = False):
+    del f_p, train
+    pooled = jnp.concatenate([x.mean(axis=(1, 2)) for x in f_a], axis=-1)
+    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="hidden")(pooled))
+    scale = jnp.asarray([input_hw[1], input_hw[0], DEPTH_UNITS], jnp.float32)
+    joints = (nn.Dense(skeleton.NUM_JOINTS * 3, dtype=jnp.float32, kernel_init=HEAD_INIT,
+                       name="head_final")(
+        h.astype(jnp.float32)).reshape(-1, skeleton.NUM_JOINTS, 3) + 0.5) * scale
+    out = {"joints": joints, "joints_iterations": _stack([], joints), "pooled_features": h}
+    if return_attention:
+      out["attention"] = {"jj": [], "ji": []}
+    return out
+
+
+def _stack(iterations, like):
+  if not iterations:
+    return jnp.zeros((like.shape[0], 0) + like.shape[1:], like.dtype)
+  return jnp.stack(iterations, axis=1)

@@ -1,0 +1,190 @@
+"""DFL: the whole network (paper Fig. 2), pure functional and channels-last.
+
+    variables = model.init(rngs, images, train=False)
+    outputs = model.apply(variables, images, train=False)           # no mutation needed
+    outputs, updates = model.apply(variables, images, train=True,
+                                   rngs={'dropout': key}, mutable=['batch_stats'])
+
+``images`` [B, H, W, 3] RGB, uint8 or float in [0, 1] (normalised inside). Outputs:
+  joints             [B, 42, 3]    final 2.5D joints: crop pixels x, y; depth in 256 units
+  joints_iterations  [B, T, 42, 3] intermediate 2.5D predictions of each iteration
+  segmentation_logits [B, H/4, W/4, 33]  when part segmentation is on
+  hand_presence_logits [B, 2]      (right, left) logits; extension beyond the paper
+  rel_root_depth     [B]           Z_left_wrist - Z_right_wrist in 256 depth units
+                                   (400 mm range, 128 = 0 mm); extension beyond the paper
+  attention          only with ``return_attention=True``: {'init': [B,42,h0,w0],
+                     'jj': [{'fused'|'appearance'|'position': [B,42,42]}] per iteration,
+                     'ji': [{'fused'|'appearance'|'position': [B,42,h_t,w_t]}] per iteration}
+
+Encoder (Sec. 3.2): ResNet-50 -> FPN (C_F) -> N scales coarse to fine; part segmentation S on
+the finest map, its softmax average-pooled to every scale; F^a_n = concat(FPN_n, S_n);
+F^p_n = Dense(sine encoding). Decoder: ``decoder.py``.
+
+Ablations (each a field, set from ``config.model``): ``decoder`` 'decoupled' | 'fused' | 'pooled'
+with ``use_jj``/``use_spr`` (Table 1 ids 1-4); ``init_relation``, ``jj_relation``,
+``ji_relation``, ``regression_features`` (Table 2); ``num_iterations`` and ``num_scales``
+(Table 3); ``multi_scale`` and ``part_segmentation`` (supplement Table 1).
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dfl_jax import skeleton
+from dfl_jax.decoder import DEPTH_UNITS, HEAD_INIT, DecoupledDecoder, FusedDecoder, PooledRegressor
+from dfl_jax.fpn import FPN
+from dfl_jax.part_segmentation import NUM_PART_CLASSES, PartSegmentationHead, pooled_probabilities
+from dfl_jax.position_encoding import PositionFeatures
+from dfl_jax.resnet import ResNet
+
+DECODERS = ("decoupled", "fused", "pooled")
+
+
+class HandHeads(nn.Module):
+  """Extensions beyond the paper (InterNet-style): hand presence and relative root depth.
+
+  Both read the per-hand mean of the final joint features (or a pooled vector), through one
+  hidden layer. Root depth is regressed as (Dense + 0.5) * 256 in the 2.5D depth units.
+  """
+
+  hidden: int = 256
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features):
+    if features.ndim == 3:  # [B, 42, C] joint features -> per-hand means
+      features = jnp.concatenate([features[:, skeleton.RIGHT].mean(1),
+                                  features[:, skeleton.LEFT].mean(1)], axis=-1)
+    h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="hidden")(features))
+    h = h.astype(jnp.float32)
+    presence = nn.Dense(2, dtype=jnp.float32, name="presence")(h)
+    root = (nn.Dense(1, dtype=jnp.float32, kernel_init=HEAD_INIT, name="root_depth")(h)[:, 0]
+            + 0.5) * DEPTH_UNITS
+    return presence, root
+
+
+class DFL(nn.Module):
+  """The DFL network. Field defaults are the paper configuration (configs/dfl.py)."""
+
+  # Encoder.
+  backbone_stages: Sequence[int] = (3, 4, 6, 3)
+  backbone_width: int = 64
+  trainable_bn: bool = False
+  fpn_features: int = 256                 # C_F
+  num_scales: int = 4                     # N
+  multi_scale: bool = True
+  part_segmentation: bool = True
+  num_part_classes: int = NUM_PART_CLASSES  # C_S
+  segmentation_hidden: int = 256
+  position_features: int = 256            # C_P
+  # Decoder.
+  decoder: str = "decoupled"
+  num_iterations: int = 3                 # T
+  num_heads: int = 8
+  attn_dim: int = 256
+  dim_ff: int = 1536
+  dropout: float = 0.1
+  use_jj: bool = True
+  use_spr: bool = True
+  spr_layers: int = 1
+  init_relation: str = "appearance"
+  jj_relation: str = "position"
+  ji_relation: str = "both"
+  regression_features: str = "position"
+  pooled_hidden: int = 1024
+  # Extensions.
+  hand_heads: bool = True
+  dtype: Any = jnp.float32
+
+  def _check(self):
+    if self.decoder not in DECODERS:
+      raise ValueError(f"model.decoder must be one of {DECODERS}, got {self.decoder!r}")
+    if not 1 <= self.num_scales <= len(self.backbone_stages):
+      raise ValueError(f"model.num_scales must be in 1..{len(self.backbone_stages)}, "
+                       f"got {self.num_scales}")
+
+  @nn.compact
+  def __call__(self, images, train: bool = False, return_attention: bool = False):
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"images must be [B, H, W, 3], got shape {images.shape}")
+    self._check()
+    input_hw = images.shape[1:3]
+    c = ResNet(self.backbone_stages, self.backbone_width, self.trainable_bn, self.dtype,
+               name="backbone")(images, train)
+    pyramid = FPN(self.fpn_features, self.dtype, name="fpn")(c)  # fine to coarse
+    out = {}
+    # The decoder sees the ``num_scales`` finest levels, ordered coarse to fine.
+    levels = pyramid[:self.num_scales][::-1]
+    if self.part_segmentation:
+      logits = PartSegmentationHead(self.num_part_classes, self.segmentation_hidden, self.dtype,
+                                    name="segmentation")(pyramid[0])
+      out["segmentation_logits"] = logits
+      probs = pooled_probabilities(logits, [x.shape[1:3] for x in levels])
+      f_a = [jnp.concatenate([x, p.astype(x.dtype)], axis=-1) for x, p in zip(levels, probs)]
+    else:
+      f_a = levels
+    position = PositionFeatures(self.position_features, dtype=self.dtype, name="position")
+    f_p = [jnp.broadcast_to(position(*x.shape[1:3]), x.shape[:3] + (self.position_features,))
+           for x in levels]
+
+    kw = dict(num_iterations=self.num_iterations, num_heads=self.num_heads,
+              dim_ff=self.dim_ff, dropout=self.dropout, multi_scale=self.multi_scale,
+              use_jj=self.use_jj, use_spr=self.use_spr, spr_layers=self.spr_layers,
+              dtype=self.dtype, name="decoder")
+    if self.decoder == "decoupled":
+      dec = DecoupledDecoder(attn_dim=self.attn_dim, init_relation=self.init_relation,
+                             jj_relation=self.jj_relation, ji_relation=self.ji_relation,
+                             regression_features=self.regression_features, **kw)
+    elif self.decoder == "fused":
+      dec = FusedDecoder(width=self.attn_dim, **kw)
+    else:
+      dec = PooledRegressor(self.pooled_hidden, self.dtype, name="decoder")
+    d = dec(f_a, f_p, input_hw, train=train, return_attention=return_attention)
+    out["joints"] = d["joints"]
+    out["joints_iterations"] = d["joints_iterations"]
+    if return_attention:
+      out["attention"] = d["attention"]
+    if self.hand_heads:
+      feats = d.get("joint_features", d.get("pooled_features"))
+      out["hand_presence_logits"], out["rel_root_depth"] = HandHeads(
+          dtype=self.dtype, name="hands")(feats)
+    return out
+
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def create_model(model_config) -> DFL:
+  """Builds DFL from ``config.model`` (a ConfigDict or mapping whose keys are DFL's fields)."""
+  kwargs = dict(model_config.to_dict() if hasattr(model_config, "to_dict") else model_config)
+  dtype = kwargs.pop("dtype", "float32")
+  if dtype not in DTYPES:
+    raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+  known = set(DFL.__dataclass_fields__) - {"parent", "name"}
+  unknown = sorted(set(kwargs) - known)
+  if unknown:
+    raise ValueError(f"unknown config.model field(s) {unknown}; known: {sorted(known)}")
+  for key in ("backbone_stages",):
+    if key in kwargs:
+      kwargs[key] = tuple(kwargs[key])
+  return DFL(dtype=DTYPES[dtype], **kwargs)
+
+
+def init_variables(config, rng, batch_size: int = 1):
+  """Initial variables of ``create_model(config.model)`` at ``config.data.image_size``.
+
+  When ``config.train.backbone_init`` names a directory written by
+  ``python -m dfl_jax.convert_resnet``, the ResNet-50 parameters and BatchNorm statistics are
+  replaced by the converted ImageNet weights (paper Sec. 3.2: a pre-trained backbone).
+  """
+  model = create_model(config.model)
+  size = config.data.image_size
+  images = jnp.zeros((batch_size, size, size, 3), jnp.float32)
+  variables = jax.jit(lambda r, x: model.init({"params": r}, x, train=False))(rng, images)
+  path = config.get("train", {}).get("backbone_init", "")
+  if path:
+    from dfl_jax import convert_resnet  # pylint: disable=import-outside-toplevel
+    variables = convert_resnet.merge_backbone(variables, convert_resnet.load_backbone(path))
+  return model, variables

@@ -1,0 +1,134 @@
+"""Decoupled attention: supplement Eq. 1-3 and the relation switches of Eq. 4."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dfl_jax.attention import DecoupledAttention, attention_maps
+
+B, Q, K, H = 2, 5, 7, 4
+DA_IN, DP_IN, INNER_A, INNER_P = 12, 8, 16, 24
+
+
+def _inputs(seed=0):
+  r = np.random.RandomState(seed)
+  f = lambda *s: jnp.asarray(r.randn(*s), jnp.float32)
+  return f(B, Q, DA_IN), f(B, Q, DP_IN), f(B, K, DA_IN), f(B, K, DP_IN)
+
+
+def _decoupled(relation="both"):
+  m = DecoupledAttention(num_heads=H, inner_a=INNER_A, inner_p=INNER_P, relation=relation)
+  q_a, q_p, kv_a, kv_p = _inputs()
+  params = m.init(jax.random.key(1), q_a, q_p, kv_a, kv_p)["params"]
+  # Non-zero biases so the identity is tested with them.
+  params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(2), x.shape),
+                        params)
+  return m, params
+
+
+def test_decoupled_ji_equals_multihead_attention_on_concatenation():
+  """Supplement Eq. 1-3: Split(Attn(Concat(J^a,J^p), Concat(F^a,F^p))) with block-diagonal
+  projections equals the decoupled form softmax(A_a + A_p) aggregating each type's own values."""
+  m, p = _decoupled("both")
+  q_a, q_p, kv_a, kv_p = _inputs()
+  out_a, out_p, _ = m.apply({"params": p}, q_a, q_p, kv_a, kv_p)
+
+  da, dp = INNER_A // H, INNER_P // H
+  dh = da + dp
+  din, dout = DA_IN + DP_IN, DA_IN + DP_IN
+  # The concatenated MHA scales logits by 1/sqrt(dh); the decoupled form scales each part by
+  # 1/sqrt(d_a) and 1/sqrt(d_p), so the query blocks carry the ratio.
+  sa, sp = np.sqrt(dh / da), np.sqrt(dh / dp)
+
+  def block(name_a, name_p, qa=1.0, qp=1.0):
+    kern = np.zeros((din, H, dh), np.float32)
+    kern[:DA_IN, :, :da] = np.asarray(p[name_a]["kernel"]) * qa
+    kern[DA_IN:, :, da:] = np.asarray(p[name_p]["kernel"]) * qp
+    bias = np.concatenate([np.asarray(p[name_a]["bias"]) * qa,
+                           np.asarray(p[name_p]["bias"]) * qp], axis=-1)
+    return {"kernel": kern, "bias": bias}
+
+  out_kernel = np.zeros((H, dh, dout), np.float32)
+  out_kernel[:, :da, :DA_IN] = np.asarray(p["out_a"]["kernel"])
+  out_kernel[:, da:, DA_IN:] = np.asarray(p["out_p"]["kernel"])
+  mha_params = {
+      "query": block("query_a", "query_p", sa, sp),
+      "key": block("key_a", "key_p"),
+      "value": block("value_a", "value_p"),
+      "out": {"kernel": out_kernel,
+              "bias": np.concatenate([p["out_a"]["bias"], p["out_p"]["bias"]])},
+  }
+  mha = nn.MultiHeadDotProductAttention(num_heads=H, qkv_features=H * dh, out_features=dout)
+  ref = mha.apply({"params": mha_params}, jnp.concatenate([q_a, q_p], -1),
+                  jnp.concatenate([kv_a, kv_p], -1))
+  np.testing.assert_allclose(np.asarray(out_a), np.asarray(ref[..., :DA_IN]), rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(out_p), np.asarray(ref[..., DA_IN:]), rtol=1e-5,
+                             atol=1e-5)
+
+
+def _numpy_reference(p, q_a, q_p, kv_a, kv_p, relation):
+  """Eq. 3 in NumPy, head by head, with explicit loops."""
+  def proj(name, x):
+    return np.einsum("bnc,chd->bnhd", x, p[name]["kernel"]) + p[name]["bias"]
+  logits = np.zeros((B, H, Q, K))
+  for part, (qx, kx, d) in {"appearance": (q_a, kv_a, INNER_A // H),
+                            "position": (q_p, kv_p, INNER_P // H)}.items():
+    if relation in (part, "both"):
+      qh, kh = proj(f"query_{part[0]}", qx), proj(f"key_{part[0]}", kx)
+      for b in range(B):
+        for h in range(H):
+          logits[b, h] += qh[b, :, h] @ kh[b, :, h].T / np.sqrt(d)
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  outs = []
+  for s, kv in (("a", kv_a), ("p", kv_p)):
+    v = proj(f"value_{s}", kv)
+    agg = np.einsum("bhqk,bkhd->bqhd", w, v)
+    outs.append(np.einsum("bqhd,hdc->bqc", agg, p[f"out_{s}"]["kernel"]) + p[f"out_{s}"]["bias"])
+  return outs, w
+
+
+@pytest.mark.parametrize("relation", ["appearance", "position", "both"])
+def test_relations_against_numpy(relation):
+  m, p = _decoupled(relation)
+  q_a, q_p, kv_a, kv_p = _inputs()
+  out_a, out_p, parts = m.apply({"params": p}, q_a, q_p, kv_a, kv_p)
+  pn = jax.tree.map(np.asarray, p)
+  (ref_a, ref_p), w = _numpy_reference(pn, *map(np.asarray, (q_a, q_p, kv_a, kv_p)), relation)
+  np.testing.assert_allclose(out_a, ref_a, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(out_p, ref_p, rtol=1e-4, atol=1e-5)
+  maps = attention_maps(parts)
+  np.testing.assert_allclose(maps["fused"], w.mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_position_relation_ignores_appearance_for_weights():
+  """J-J (Eq. 4, M2): with relation 'position' the weights do not depend on appearance."""
+  m, p = _decoupled("position")
+  q_a, q_p, kv_a, kv_p = _inputs()
+  _, out_p1, parts1 = m.apply({"params": p}, q_a, q_p, kv_a, kv_p)
+  _, out_p2, parts2 = m.apply({"params": p}, q_a * 3 + 1, q_p, kv_a * -2, kv_p)
+  assert parts1["appearance"] is None
+  np.testing.assert_allclose(parts1["position"], parts2["position"])
+  np.testing.assert_allclose(out_p1, out_p2, rtol=1e-6)  # p values aggregate with p weights
+
+
+def test_attention_maps_are_distributions():
+  m, p = _decoupled("both")
+  _, _, parts = m.apply({"params": p}, *_inputs())
+  maps = attention_maps(parts)
+  assert set(maps) == {"fused", "appearance", "position"}
+  for v in maps.values():
+    assert v.shape == (B, Q, K)
+    np.testing.assert_allclose(v.sum(-1), 1.0, rtol=1e-5)
+  # The fused map is not the average of the parts' maps: one softmax over the summed logits.
+  assert not np.allclose(maps["fused"], 0.5 * (maps["appearance"] + maps["position"]),
+                         atol=1e-3)
+
+
+def test_bad_relation_names_the_value():
+  m = DecoupledAttention(num_heads=H, inner_a=INNER_A, inner_p=INNER_P, relation="fused")
+  with pytest.raises(ValueError, match="fused"):
+    m.init(jax.random.key(0), *_inputs())
