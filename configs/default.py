@@ -1,0 +1,64 @@
+"""Base configuration: the paper's setting (Sec. 4.2). Variants import it and override fields."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # Model (paper Sec. 3.2-3.3); every field is a field of dfl_jax.model.DFL.
+  config.model = ml_collections.ConfigDict(dict(
+      backbone_stages=(3, 4, 6, 3),   # ResNet-50
+      backbone_width=64,
+      trainable_bn=False,             # frozen BatchNorm, as DETR-family backbones
+      fpn_features=256,               # C_F
+      num_scales=4,                   # N: 8x8, 16x16, 32x32, 64x64 for a 256 input
+      multi_scale=True,               # supplement Table 1
+      part_segmentation=True,         # supplement Table 1 ("identity info")
+      num_part_classes=33,            # C_S
+      segmentation_hidden=256,
+      position_features=256,          # C_P
+      decoder="decoupled",            # Table 1: 'pooled' (id 1) | 'fused' (ids 2-4)
+      num_iterations=3,               # T = N - 1 (Table 3)
+      num_heads=8,
+      attn_dim=256,
+      dim_ff=1536,
+      dropout=0.1,
+      use_jj=True,                    # Table 1
+      use_spr=True,                   # Table 1
+      spr_layers=1,
+      init_relation="appearance",     # Table 2
+      jj_relation="position",         # Table 2
+      ji_relation="both",             # Table 2
+      regression_features="position",  # Table 2
+      pooled_hidden=1024,
+      hand_heads=True,                # extension: hand presence, relative root depth
+      dtype="float32",
+  ))
+
+  # Losses (paper Sec. 3.4, Eq. 6-11).
+  config.loss = ml_collections.ConfigDict(dict(
+      alpha=0.5, beta=1.0, tau_uv=1.0, tau_d=3.0, tau_2d=1.0,
+      lambda_2d=3.0, lambda_seg=1.0, focal_gamma=2.0, dice_eps=1.0,
+      presence_weight=1.0, root_depth_weight=0.25,
+  ))
+
+  # Data (filled in by the data pipeline; sizes used by the model already).
+  config.data = ml_collections.ConfigDict(dict(
+      source="interhand",             # 'interhand' | 'synthetic'
+      data_dir="",
+      image_size=256,
+      annotation="H+M",
+  ))
+
+  # Training (paper Sec. 4.2). batch_size is always the global batch.
+  config.train = ml_collections.ConfigDict(dict(
+      batch_size=64,
+      num_epochs=50,
+      learning_rate=1e-4,
+      lr_decay_epochs=(24, 35),
+      lr_decay_factor=0.1,
+      backbone_init="",               # directory written by `python -m dfl_jax.convert_resnet`
+  ))
+  return config
