@@ -1,7 +1,9 @@
 """Shared test set-up: CPU JAX, the fixtures folder, small model configurations."""
 
+import json
 import os
 import pathlib
+import shutil
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -30,3 +32,34 @@ def tiny_model_config(**overrides):
   cfg = tiny.get_config().model
   cfg.update(overrides)
   return cfg
+
+
+FIXTURE_ANNOTATION_IDS = (326750, 286291, 680801, 471953)
+
+
+def official_file_name(image):
+  return (f"Capture{image['capture']}/{image['seq_name']}/cam{image['camera']}/"
+          f"{image['file_name']}")
+
+
+def build_official_tree(fixtures, root, split="test", folders_and_ids=None):
+  """Writes ROOT/annotations/<folder>/InterHand2.6M_{split}_*.json (each folder holding the
+  given annotation ids) and ROOT/images/{split}/Capture*/<seq>/cam*/image*.jpg."""
+  src = fixtures / "interhand26m_samples"
+  with open(src / "test_interhand2.6m_data.json") as f:
+    data = json.load(f)
+  for image in data["images"]:
+    target = root / "images" / split / official_file_name(image)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / image["file_name"], target)
+    image["file_name"] = official_file_name(image)
+  for folder, ids in (folders_and_ids or {split: set(FIXTURE_ANNOTATION_IDS)}).items():
+    out = root / "annotations" / folder
+    out.mkdir(parents=True, exist_ok=True)
+    subset = dict(data, annotations=[a for a in data["annotations"] if a["id"] in ids])
+    with open(out / f"InterHand2.6M_{split}_data.json", "w") as f:
+      json.dump(subset, f)
+    for kind in ("camera", "joint_3d"):
+      shutil.copyfile(src / f"test_interhand2.6m_{kind}.json",
+                  out / f"InterHand2.6M_{split}_{kind}.json")
+  return root
