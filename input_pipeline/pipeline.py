@@ -1,0 +1,168 @@
+"""The tf.data pipeline: one call from the training code.
+
+    train_iter, eval_ds, info = input_pipeline.create_datasets(config)
+
+Training: this process's shard of the split (``tfds.even_splits`` by process), file and example
+shuffling, parallel JPEG decoding, crop and affine warp to the input size with InterNet's
+augmentation (``transforms.py``), 2.5D targets in the 256^3 space, validity after augmentation,
+pseudo part segmentation at the segmentation head's resolution (input / 4), batched as
+host-local NumPy dicts. Deterministic for ``config.seed``: augmentation draws come from
+stateless RNGs seeded per example, and every stage keeps its order.
+
+Evaluation: no augmentation; every example exactly once, the last batch padded with zeros and
+marked by ``mask`` = 0.
+
+Batch keys (B = per-process batch, S = image size):
+  images uint8 [B,S,S,3]; joints [B,42,3]; joint_valid [B,42]; segmentation int32 [B,S/4,S/4];
+  segmentation_valid [B]; hand_presence [B,2]; hand_presence_valid [B]; rel_root_depth [B];
+  rel_root_depth_valid [B]; mask [B]; and for evaluation and inference: annotation_id [B],
+  affine [B,3,3] (image -> crop), joint_cam [B,42,3] mm, joint_valid_ann [B,42] (the
+  annotation's validity, used by the official metrics), focal [B,2], princpt [B,2],
+  hand_type [B] (0 right, 1 left, 2 interacting).
+"""
+
+import cv2
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from input_pipeline import pseudo_segmentation, tfds_builder, transforms
+
+SEG_STRIDE = 4
+FRAMES = ("all", "single", "interacting")
+
+
+def _filter_frames(frames):
+  if frames not in FRAMES:
+    raise ValueError(f"config.data.frames must be one of {FRAMES}, got {frames!r}")
+  if frames == "single":
+    return lambda ex: ex["hand_type"] < 2
+  if frames == "interacting":
+    return lambda ex: tf.equal(ex["hand_type"], 2)
+  return None
+
+
+def preprocess(example, seed, image_size, augment):
+  """Decoded TFDS example (image as JPEG bytes) -> one training/evaluation example."""
+  aug = transforms.sample_augmentation(seed) if augment else transforms.no_augmentation()
+  targets = transforms.make_targets(example, aug, image_size)
+  image = tf.io.decode_jpeg(example["image"], channels=3)
+  crop = transforms.warp_image(image, targets["affine"], image_size, aug["colour"])
+  seg_size = image_size // SEG_STRIDE
+  seg_xy = (targets["joints"][:, :2] + 0.5) / SEG_STRIDE - 0.5
+  radius = transforms.capsule_radius(example, aug, image_size, SEG_STRIDE)
+  segmentation = pseudo_segmentation.render(
+      seg_xy, targets["joint_depth_mm"], targets["joint_valid"], radius, (seg_size, seg_size))
+  return {
+      "images": crop,
+      "joints": targets["joints"],
+      "joint_valid": targets["joint_valid"],
+      "segmentation": segmentation,
+      "segmentation_valid": tf.cast(tf.reduce_any(targets["joint_valid"] > 0), tf.float32),
+      "hand_presence": targets["hand_presence"],
+      "hand_presence_valid": targets["hand_presence_valid"],
+      "rel_root_depth": targets["rel_root_depth"],
+      "rel_root_depth_valid": targets["rel_root_depth_valid"],
+      "mask": tf.constant(1.0),
+      "annotation_id": example["annotation_id"],
+      "affine": targets["affine"],
+      "joint_cam": tf.cast(example["joint_cam"], tf.float32),
+      "joint_valid_ann": tf.cast(example["joint_valid"], tf.float32),
+      "focal": tf.cast(example["focal"], tf.float32),
+      "princpt": tf.cast(example["princpt"], tf.float32),
+      "hand_type": tf.cast(example["hand_type"], tf.int32),
+  }
+
+
+def _builder(data_cfg):
+  config_name = tfds_builder.ANNOTATIONS[data_cfg.get("annotation", "H+M")]
+  return tfds_builder.InterHand26M(config=config_name, data_dir=data_cfg.data_dir)
+
+
+def _read(builder, split, shuffle, seed):
+  read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=16)
+  return builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config,
+                            decoders={"image": tfds.decode.SkipDecoding()})
+
+
+def _options(ds, threads=None):
+  # tf.data parallelises over examples; OpenCV's own threads would only oversubscribe.
+  cv2.setNumThreads(1)
+  options = tf.data.Options()
+  options.deterministic = True
+  options.experimental_optimization.map_parallelization = True
+  if threads:
+    options.threading.private_threadpool_size = threads
+  return ds.with_options(options)
+
+
+def train_dataset(data_cfg, batch_size, seed, process_index=0, process_count=1,
+                  start_step=0, threads=None):
+  """Infinite training batches of this process (``batch_size`` is the per-process batch).
+
+  ``start_step`` skips the batches already consumed, so a resumed run sees the same data as an
+  uninterrupted one.
+  """
+  builder = _builder(data_cfg)
+  split = tfds.even_splits(data_cfg.get("train_split", "train"), n=process_count)[process_index]
+  ds = _read(builder, split, shuffle=True, seed=seed + process_index)
+  keep = _filter_frames(data_cfg.get("frames", "all"))
+  if keep is not None:
+    ds = ds.filter(keep)
+  ds = ds.repeat()
+  ds = ds.shuffle(data_cfg.get("shuffle_buffer", 2048), seed=seed + process_index)
+  seeds = tf.data.Dataset.random(seed=seed + 7919 * process_index).batch(2)
+  ds = tf.data.Dataset.zip((ds, seeds))
+  if start_step:  # before the map: skipped examples are neither decoded nor augmented
+    ds = ds.skip(start_step * batch_size)
+  size = data_cfg.image_size
+  ds = ds.map(lambda ex, s: preprocess(ex, s, size, augment=data_cfg.get("augment", True)),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size, drop_remainder=True)
+  return _options(ds.prefetch(tf.data.AUTOTUNE), threads)
+
+
+def _pad_batch(batch, batch_size):
+  n = tf.shape(batch["mask"])[0]
+
+  def pad(x):
+    paddings = [[0, batch_size - n]] + [[0, 0]] * (len(x.shape) - 1)
+    return tf.pad(x, paddings)
+
+  return {k: pad(v) for k, v in batch.items()}
+
+
+def eval_dataset(data_cfg, batch_size, split=None, process_index=0, process_count=1,
+                 threads=None):
+  """Every example of this process's part of ``split`` once; the last batch padded, mask 0."""
+  builder = _builder(data_cfg)
+  split = split or data_cfg.get("eval_split", "test")
+  part = tfds.even_splits(split, n=process_count)[process_index]
+  ds = _read(builder, part, shuffle=False, seed=0)
+  keep = _filter_frames(data_cfg.get("frames", "all"))
+  if keep is not None:
+    ds = ds.filter(keep)
+  size = data_cfg.image_size
+  ds = ds.map(lambda ex: preprocess(ex, tf.zeros([2], tf.int64), size, augment=False),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.batch(batch_size).map(lambda b: _pad_batch(b, batch_size))
+  return _options(ds.prefetch(tf.data.AUTOTUNE), threads)
+
+
+def create_datasets(config, process_index=None, process_count=None, start_step=0):
+  """(training iterator of NumPy batches, evaluation tf.data.Dataset, dataset info).
+
+  ``config.train.batch_size`` is the global batch; each process gets its share.
+  """
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=import-outside-toplevel
+    process_index, process_count = jax.process_index(), jax.process_count()
+  if config.train.batch_size % process_count:
+    raise ValueError(f"config.train.batch_size={config.train.batch_size} does not divide "
+                     f"among {process_count} processes")
+  local = config.train.batch_size // process_count
+  train = train_dataset(config.data, local, config.seed, process_index, process_count,
+                        start_step)
+  eval_batch = config.get("eval", {}).get("batch_size", local) if "eval" in config else local
+  evaluation = eval_dataset(config.data, eval_batch, process_index=process_index,
+                            process_count=process_count)
+  return train.as_numpy_iterator(), evaluation, _builder(config.data).info
