@@ -19,6 +19,7 @@ setup(
         "orbax-checkpoint>=0.11",
         "ml-collections>=1.0",
         "clu>=0.0.12",
+        "tensorboard",  # clu's TensorBoard writer
         "numpy>=1.26",
         "opencv-python-headless>=4.9",
         "safetensors>=0.4",

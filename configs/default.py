@@ -44,12 +44,20 @@ def get_config() -> ml_collections.ConfigDict:
       presence_weight=1.0, root_depth_weight=0.25,
   ))
 
-  # Data (filled in by the data pipeline; sizes used by the model already).
+  # Data (input_pipeline): InterHand2.6M v1.0 5 fps, H+M, all frames (Sec. 4.1).
   config.data = ml_collections.ConfigDict(dict(
       source="interhand",             # 'interhand' | 'synthetic'
-      data_dir="",
+      data_dir="",                    # TFDS data_dir written by `python -m input_pipeline.build`
       image_size=256,
-      annotation="H+M",
+      annotation="H+M",               # 'H' | 'M' | 'H+M'
+      frames="all",                   # 'all' | 'single' | 'interacting'
+      train_split="train",
+      eval_split="test",
+      shuffle_buffer=4096,
+      augment=True,
+      # source='synthetic': rendered into the workdir on first use (input_pipeline.synthetic).
+      synthetic_sizes="train:2000,val:200,test:200",
+      synthetic_seed=0,
   ))
 
   # Training (paper Sec. 4.2). batch_size is always the global batch.
@@ -60,5 +68,16 @@ def get_config() -> ml_collections.ConfigDict:
       lr_decay_epochs=(24, 35),
       lr_decay_factor=0.1,
       backbone_init="",               # directory written by `python -m dfl_jax.convert_resnet`
+      num_steps=0,                    # > 0 overrides num_epochs
+      log_every_steps=50,
+      eval_every_steps=0,             # 0: once an epoch
+      checkpoint_every_steps=0,       # 0: once an epoch
+      keep_checkpoints=3,
+  ))
+
+  # Multi-host: jax.distributed.initialize() when enabled (or DFL_DISTRIBUTED=1); the three
+  # fields are passed when set (on managed clusters they are discovered automatically).
+  config.distributed = ml_collections.ConfigDict(dict(
+      enabled=False, coordinator_address="", num_processes=-1, process_id=-1,
   ))
   return config

@@ -12,8 +12,12 @@ def get_config():
   ))
   config.data.source = "synthetic"
   config.data.image_size = 128
+  config.data.eval_split = "val"
+  config.data.shuffle_buffer = 512
+  config.data.synthetic_sizes = "train:1500,val:200,test:100"
   config.train.batch_size = 8
-  config.train.num_epochs = 10
+  config.train.num_epochs = 6
   config.train.learning_rate = 1e-3
-  config.train.lr_decay_epochs = (6, 8)
+  config.train.lr_decay_epochs = (4, 5)
+  config.train.log_every_steps = 25
   return config

@@ -46,8 +46,12 @@ def _mask(valid):
   return jnp.asarray(valid) > 0
 
 
-def _safe_count(mask):
-  return jnp.maximum(jnp.sum(mask.astype(jnp.float32)), 1.0)
+def _safe_count(mask, axis_name=None):
+  """Number of valid items, summed over the devices of ``axis_name`` when given (no gradient)."""
+  count = jnp.sum(mask.astype(jnp.float32))
+  if axis_name is not None:
+    count = jax.lax.psum(jax.lax.stop_gradient(count), axis_name)
+  return jnp.maximum(count, 1.0)
 
 
 def smooth_l1(x, tau):
@@ -57,7 +61,7 @@ def smooth_l1(x, tau):
   return jnp.where(ax < tau, 0.5 * x * x / tau, ax - 0.5 * tau)
 
 
-def joint_loss_25d(pred, target, valid, alpha=0.5, beta=1.0, tau_uv=1.0, tau_d=3.0):
+def joint_loss_25d(pred, target, valid, alpha=0.5, beta=1.0, tau_uv=1.0, tau_d=3.0, axis_name=None):
   """L_2.5D (Eq. 6/7) on [B,42,3] joints in the 2.5D space, masked by valid [B,42].
 
   alpha * sum smoothL1_tau_uv(uv diff) / (2 n) + beta * sum smoothL1_tau_d(d diff) / n, with n the
@@ -65,13 +69,13 @@ def joint_loss_25d(pred, target, valid, alpha=0.5, beta=1.0, tau_uv=1.0, tau_d=3
   """
   mask = _mask(valid)
   diff = jnp.where(mask[..., None], _f32(pred) - _f32(target), 0.0)
-  n = _safe_count(mask)
+  n = _safe_count(mask, axis_name)
   l_uv = jnp.sum(smooth_l1(diff[..., :2], tau_uv)) / (2.0 * n)
   l_d = jnp.sum(smooth_l1(diff[..., 2], tau_d)) / n
   return alpha * l_uv + beta * l_d
 
 
-def joint_loss_2d(pred_iterations, target, valid, tau=1.0):
+def joint_loss_2d(pred_iterations, target, valid, tau=1.0, axis_name=None):
   """Intermediate L_2D (Sec. 3.4.1: Eq. 6 with alpha=1, beta=0, tau1=1) on xy only.
 
   pred_iterations [B,T,42,3], target [B,42,3], valid [B,42]. The per-iteration losses are SUMMED
@@ -81,7 +85,7 @@ def joint_loss_2d(pred_iterations, target, valid, tau=1.0):
   mask = _mask(valid)[:, None, :, None]  # [B,1,42,1]
   target_uv = _f32(target)[:, None, :, :2]
   diff = jnp.where(mask, _f32(pred_iterations)[..., :2] - target_uv, 0.0)
-  n = _safe_count(_mask(valid))
+  n = _safe_count(_mask(valid), axis_name)
   return jnp.sum(smooth_l1(diff, tau)) / (2.0 * n)
 
 
@@ -93,7 +97,7 @@ def _seg_inputs(logits, labels, valid):
   return logits, labels, mask
 
 
-def focal_loss(logits, labels, valid, gamma=2.0):
+def focal_loss(logits, labels, valid, gamma=2.0, axis_name=None):
   """Multi-class focal loss (Eq. 8): -(1/HW) sum_px sum_j T (1-p)^gamma log p, p = softmax.
 
   logits [B,H,W,C], labels int [B,H,W], valid [B] per image; mean over valid images.
@@ -109,10 +113,10 @@ def focal_loss(logits, labels, valid, gamma=2.0):
   per_px = -jnp.power(one_minus_p, gamma) * logp_t
   per_image = jnp.mean(per_px, axis=(1, 2))
   per_image = jnp.where(mask, per_image, 0.0)
-  return jnp.sum(per_image) / _safe_count(mask)
+  return jnp.sum(per_image) / _safe_count(mask, axis_name)
 
 
-def soft_dice_loss(logits, labels, valid, eps=1.0):
+def soft_dice_loss(logits, labels, valid, eps=1.0, axis_name=None):
   """Multi-class soft dice loss (Eq. 9), per image, averaged over valid images.
 
   1 - (1/C) sum_j (2 sum_px T_j p_j + eps) / (sum_px T_j + sum_px p_j + eps), p = softmax;
@@ -125,10 +129,10 @@ def soft_dice_loss(logits, labels, valid, eps=1.0):
   denom = jnp.sum(onehot, axis=(1, 2)) + jnp.sum(p, axis=(1, 2))
   per_image = 1.0 - jnp.mean((2.0 * inter + eps) / (denom + eps), axis=-1)
   per_image = jnp.where(mask, per_image, 0.0)
-  return jnp.sum(per_image) / _safe_count(mask)
+  return jnp.sum(per_image) / _safe_count(mask, axis_name)
 
 
-def hand_presence_loss(logits, target, valid):
+def hand_presence_loss(logits, target, valid, axis_name=None):
   """Hand presence (extension head, not in the paper): BCE with logits on [B,2] (right, left).
 
   Mean over valid images and the 2 outputs.
@@ -137,14 +141,14 @@ def hand_presence_loss(logits, target, valid):
   target = jnp.where(mask[:, None], _f32(target), 0.0)
   bce = optax.sigmoid_binary_cross_entropy(_f32(logits), target)  # stable log-sum-exp form
   bce = jnp.where(mask[:, None], bce, 0.0)
-  return jnp.sum(bce) / (2.0 * _safe_count(mask))
+  return jnp.sum(bce) / (2.0 * _safe_count(mask, axis_name))
 
 
-def root_depth_loss(pred, target, valid):
+def root_depth_loss(pred, target, valid, axis_name=None):
   """Relative root depth (extension head, not in the paper): L1 on [B], mean over valid."""
   mask = _mask(valid)
   diff = jnp.where(mask, _f32(pred) - _f32(target), 0.0)
-  return jnp.sum(jnp.abs(diff)) / _safe_count(mask)
+  return jnp.sum(jnp.abs(diff)) / _safe_count(mask, axis_name)
 
 
 def _cfg(config, name):
@@ -171,7 +175,7 @@ def _require(batch, key, pred_key):
   return batch[key]
 
 
-def total_loss(predictions, batch, config=None):
+def total_loss(predictions, batch, config=None, axis_name=None):
   """L_total (Eq. 11) = L_2.5D + lambda_2d L_2D + lambda_seg (focal + dice) + extension heads.
 
   lambda_2d = 3 and lambda_seg = 1 are the paper's lambda1, lambda2. Hand presence and relative
@@ -179,6 +183,10 @@ def total_loss(predictions, batch, config=None):
   root_depth_weight. A term whose prediction key is absent contributes nothing. A batch
   ``*_valid`` key that is missing means all valid. Segmentation labels must have the logits'
   spatial size (no resizing here).
+
+  Under data parallelism pass the mesh axis as ``axis_name``: every normaliser then counts the
+  valid items of the global batch, so the per-device losses add up to the single-device loss
+  and their gradients (which shard_map sums for replicated parameters) to its gradient.
 
   Returns (loss, terms): terms holds the unweighted individual losses that were computed
   ('loss_25d', 'loss_2d', 'loss_focal', 'loss_dice', 'loss_presence', 'loss_root_depth') and the
@@ -191,12 +199,14 @@ def total_loss(predictions, batch, config=None):
   terms = {}
   terms["loss_25d"] = joint_loss_25d(
       joints, batch["joints"], joint_valid,
-      alpha=c("alpha"), beta=c("beta"), tau_uv=c("tau_uv"), tau_d=c("tau_d"))
+      alpha=c("alpha"), beta=c("beta"), tau_uv=c("tau_uv"), tau_d=c("tau_d"),
+      axis_name=axis_name)
   total = terms["loss_25d"]
 
   if "joints_iterations" in predictions:
     terms["loss_2d"] = joint_loss_2d(
-        predictions["joints_iterations"], batch["joints"], joint_valid, tau=c("tau_2d"))
+        predictions["joints_iterations"], batch["joints"], joint_valid, tau=c("tau_2d"),
+        axis_name=axis_name)
     total = total + c("lambda_2d") * terms["loss_2d"]
 
   if "segmentation_logits" in predictions:
@@ -205,21 +215,24 @@ def total_loss(predictions, batch, config=None):
     if tuple(labels.shape) != tuple(logits.shape[:-1]):
       raise ValueError(f"segmentation labels {labels.shape} do not match logits {logits.shape}")
     seg_valid = _valid(batch, "segmentation_valid", (bsz,))
-    terms["loss_focal"] = focal_loss(logits, labels, seg_valid, gamma=c("focal_gamma"))
-    terms["loss_dice"] = soft_dice_loss(logits, labels, seg_valid, eps=c("dice_eps"))
+    terms["loss_focal"] = focal_loss(logits, labels, seg_valid, gamma=c("focal_gamma"),
+                                     axis_name=axis_name)
+    terms["loss_dice"] = soft_dice_loss(logits, labels, seg_valid, eps=c("dice_eps"),
+                                        axis_name=axis_name)
     total = total + c("lambda_seg") * (terms["loss_focal"] + terms["loss_dice"])
 
   if "hand_presence_logits" in predictions:
     target = _require(batch, "hand_presence", "hand_presence_logits")
     terms["loss_presence"] = hand_presence_loss(
         predictions["hand_presence_logits"], target,
-        _valid(batch, "hand_presence_valid", (bsz,)))
+        _valid(batch, "hand_presence_valid", (bsz,)), axis_name=axis_name)
     total = total + c("presence_weight") * terms["loss_presence"]
 
   if "rel_root_depth" in predictions:
     target = _require(batch, "rel_root_depth", "rel_root_depth")
     terms["loss_root_depth"] = root_depth_loss(
-        predictions["rel_root_depth"], target, _valid(batch, "rel_root_depth_valid", (bsz,)))
+        predictions["rel_root_depth"], target, _valid(batch, "rel_root_depth_valid", (bsz,)),
+        axis_name=axis_name)
     total = total + c("root_depth_weight") * terms["loss_root_depth"]
 
   terms["loss"] = total

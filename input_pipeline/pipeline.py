@@ -132,8 +132,12 @@ def _pad_batch(batch, batch_size):
 
 
 def eval_dataset(data_cfg, batch_size, split=None, process_index=0, process_count=1,
-                 threads=None):
-  """Every example of this process's part of ``split`` once; the last batch padded, mask 0."""
+                 threads=None, num_batches=None):
+  """Every example of this process's part of ``split`` once; the last batch padded, mask 0.
+
+  ``num_batches`` pads with fully masked batches up to that count, so that every process of a
+  multi-host run steps through the same number of batches.
+  """
   builder = _builder(data_cfg)
   split = split or data_cfg.get("eval_split", "test")
   part = tfds.even_splits(split, n=process_count)[process_index]
@@ -145,7 +149,17 @@ def eval_dataset(data_cfg, batch_size, split=None, process_index=0, process_coun
   ds = ds.map(lambda ex: preprocess(ex, tf.zeros([2], tf.int64), size, augment=False),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size).map(lambda b: _pad_batch(b, batch_size))
+  if num_batches is not None:
+    empty = ds.element_spec
+    blank = tf.data.Dataset.from_tensors(
+        {k: tf.zeros(v.shape, v.dtype) for k, v in empty.items()}).repeat()
+    ds = ds.concatenate(blank).take(num_batches)
   return _options(ds.prefetch(tf.data.AUTOTUNE), threads)
+
+
+def dataset_info(config):
+  """The TFDS DatasetInfo of the configured dataset (split sizes, features)."""
+  return _builder(config.data).info
 
 
 def create_datasets(config, process_index=None, process_count=None, start_step=0):
@@ -162,7 +176,13 @@ def create_datasets(config, process_index=None, process_count=None, start_step=0
   local = config.train.batch_size // process_count
   train = train_dataset(config.data, local, config.seed, process_index, process_count,
                         start_step)
-  eval_batch = config.get("eval", {}).get("batch_size", local) if "eval" in config else local
-  evaluation = eval_dataset(config.data, eval_batch, process_index=process_index,
-                            process_count=process_count)
-  return train.as_numpy_iterator(), evaluation, _builder(config.data).info
+  eval_batch = local
+  info = _builder(config.data).info
+  split = config.data.get("eval_split", "test")
+  num_batches = None
+  if process_count > 1:  # the same number of batches on every process
+    per_process = -(-info.splits[split].num_examples // process_count)
+    num_batches = -(-per_process // eval_batch)
+  evaluation = eval_dataset(config.data, eval_batch, split=split, process_index=process_index,
+                            process_count=process_count, num_batches=num_batches)
+  return train.as_numpy_iterator(), evaluation, info

@@ -66,6 +66,13 @@ def test_eval_yields_every_example_once_with_a_masked_padded_tail(data_dir):
   assert pad["images"][1:].max() == 0 and pad["joint_valid"][1:].max() == 0
 
 
+def test_eval_pads_to_a_common_number_of_batches(data_dir):
+  """Multi-host: every process steps through the same number of batches."""
+  batches = list(pipeline.eval_dataset(_data(data_dir), 3, num_batches=4).as_numpy_iterator())
+  assert len(batches) == 4
+  np.testing.assert_array_equal([b["mask"].sum() for b in batches], [3, 1, 0, 0])
+
+
 def test_eval_splits_by_process_without_overlap(data_dir):
   parts = []
   for index in range(2):
