@@ -126,7 +126,7 @@ def _pad_batch(batch, batch_size):
 
   def pad(x):
     paddings = [[0, batch_size - n]] + [[0, 0]] * (len(x.shape) - 1)
-    return tf.pad(x, paddings)
+    return tf.ensure_shape(tf.pad(x, paddings), [batch_size] + x.shape[1:].as_list())
 
   return {k: pad(v) for k, v in batch.items()}
 
