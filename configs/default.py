@@ -11,8 +11,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       backbone_stages=(3, 4, 6, 3),   # ResNet-50
       backbone_width=64,
-      trainable_bn=False,             # frozen BatchNorm, as DETR-family backbones
+      # BatchNorm: None = frozen with an ImageNet backbone (train.backbone_init, as DETR-family
+      # backbones do), trained otherwise; True/False force it.
+      trainable_bn=None,
       fpn_features=256,               # C_F
+      fpn_norm=True,                  # GroupNorm on the FPN outputs (see dfl_jax/fpn.py)
       num_scales=4,                   # N: 8x8, 16x16, 32x32, 64x64 for a 256 input
       multi_scale=True,               # supplement Table 1
       part_segmentation=True,         # supplement Table 1 ("identity info")
@@ -28,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
       use_jj=True,                    # Table 1
       use_spr=True,                   # Table 1
       spr_layers=1,
+      pre_norm=True,                  # pre-norm sub-layers (see dfl_jax/decoder.py)
       init_relation="appearance",     # Table 2
       jj_relation="position",         # Table 2
       ji_relation="both",             # Table 2
@@ -67,6 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
       learning_rate=1e-4,
       lr_decay_epochs=(24, 35),
       lr_decay_factor=0.1,
+      grad_clip_norm=0.1,             # 0 disables (see dfl_jax/train.py)
       backbone_init="",               # directory written by `python -m dfl_jax.convert_resnet`
       num_steps=0,                    # > 0 overrides num_epochs
       log_every_steps=50,

@@ -71,8 +71,10 @@ class DFL(nn.Module):
   # Encoder.
   backbone_stages: Sequence[int] = (3, 4, 6, 3)
   backbone_width: int = 64
-  trainable_bn: bool = False
+  trainable_bn: bool = False            # create_model resolves the config's None (see there)
+  bn_axis_name: str | None = None       # set by the data-parallel training step (SyncBN)
   fpn_features: int = 256                 # C_F
+  fpn_norm: bool = True
   num_scales: int = 4                     # N
   multi_scale: bool = True
   part_segmentation: bool = True
@@ -93,6 +95,7 @@ class DFL(nn.Module):
   jj_relation: str = "position"
   ji_relation: str = "both"
   regression_features: str = "position"
+  pre_norm: bool = True
   pooled_hidden: int = 1024
   # Extensions.
   hand_heads: bool = True
@@ -111,9 +114,9 @@ class DFL(nn.Module):
       raise ValueError(f"images must be [B, H, W, 3], got shape {images.shape}")
     self._check()
     input_hw = images.shape[1:3]
-    c = ResNet(self.backbone_stages, self.backbone_width, self.trainable_bn, self.dtype,
-               name="backbone")(images, train)
-    pyramid = FPN(self.fpn_features, self.dtype, name="fpn")(c)  # fine to coarse
+    c = ResNet(self.backbone_stages, self.backbone_width, self.trainable_bn, self.bn_axis_name,
+               self.dtype, name="backbone")(images, train)
+    pyramid = FPN(self.fpn_features, self.fpn_norm, self.dtype, name="fpn")(c)  # fine to coarse
     out = {}
     # The decoder sees the ``num_scales`` finest levels, ordered coarse to fine.
     levels = pyramid[:self.num_scales][::-1]
@@ -132,7 +135,7 @@ class DFL(nn.Module):
     kw = dict(num_iterations=self.num_iterations, num_heads=self.num_heads,
               dim_ff=self.dim_ff, dropout=self.dropout, multi_scale=self.multi_scale,
               use_jj=self.use_jj, use_spr=self.use_spr, spr_layers=self.spr_layers,
-              dtype=self.dtype, name="decoder")
+              pre_norm=self.pre_norm, dtype=self.dtype, name="decoder")
     if self.decoder == "decoupled":
       dec = DecoupledDecoder(attn_dim=self.attn_dim, init_relation=self.init_relation,
                              jj_relation=self.jj_relation, ji_relation=self.ji_relation,
@@ -156,13 +159,21 @@ class DFL(nn.Module):
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
-def create_model(model_config) -> DFL:
-  """Builds DFL from ``config.model`` (a ConfigDict or mapping whose keys are DFL's fields)."""
+def create_model(model_config, pretrained_backbone: bool = False) -> DFL:
+  """Builds DFL from ``config.model`` (a ConfigDict or mapping whose keys are DFL's fields).
+
+  ``trainable_bn=None`` (the default) freezes BatchNorm only for a pretrained backbone
+  (``pretrained_backbone``, i.e. config.train.backbone_init is set): frozen statistics of
+  mean 0 and variance 1 make BatchNorm the identity, and a ResNet trained from scratch without
+  normalisation has exploding activations that saturate the attention of the decoder.
+  """
   kwargs = dict(model_config.to_dict() if hasattr(model_config, "to_dict") else model_config)
+  if kwargs.get("trainable_bn") is None:
+    kwargs["trainable_bn"] = not pretrained_backbone
   dtype = kwargs.pop("dtype", "float32")
   if dtype not in DTYPES:
     raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-  known = set(DFL.__dataclass_fields__) - {"parent", "name"}
+  known = set(DFL.__dataclass_fields__) - {"parent", "name", "bn_axis_name"}
   unknown = sorted(set(kwargs) - known)
   if unknown:
     raise ValueError(f"unknown config.model field(s) {unknown}; known: {sorted(known)}")
@@ -179,11 +190,11 @@ def init_variables(config, rng, batch_size: int = 1):
   ``python -m dfl_jax.convert_resnet``, the ResNet-50 parameters and BatchNorm statistics are
   replaced by the converted ImageNet weights (paper Sec. 3.2: a pre-trained backbone).
   """
-  model = create_model(config.model)
+  path = config.get("train", {}).get("backbone_init", "")
+  model = create_model(config.model, pretrained_backbone=bool(path))
   size = config.data.image_size
   images = jnp.zeros((batch_size, size, size, 3), jnp.float32)
   variables = jax.jit(lambda r, x: model.init({"params": r}, x, train=False))(rng, images)
-  path = config.get("train", {}).get("backbone_init", "")
   if path:
     from dfl_jax import convert_resnet  # pylint: disable=import-outside-toplevel
     variables = convert_resnet.merge_backbone(variables, convert_resnet.load_backbone(path))

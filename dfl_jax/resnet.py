@@ -15,7 +15,9 @@ on the 3x3 convolution of a bottleneck, as in torchvision and timm ``resnet50``)
 BatchNorm is frozen by default, as in DETR-family backbones (A2J-Transformer's included, which
 DFL follows): running statistics and affine parameters are constants and receive no gradient.
 With ``trainable_bn=True`` the statistics are computed from the batch in training and the
-affine parameters learn.
+affine parameters learn; with ``bn_axis_name`` set (the data-parallel training step does) they
+are the statistics of the global batch (SyncBatchNorm), so the result does not depend on how
+the batch is split over devices.
 """
 
 from typing import Any, Sequence
@@ -34,6 +36,7 @@ class BatchNorm(nn.Module):
   trainable: bool = False
   epsilon: float = 1e-5
   momentum: float = 0.1
+  axis_name: str | None = None  # synchronise batch statistics over this mesh axis
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -47,10 +50,13 @@ class BatchNorm(nn.Module):
       scale, bias = jax.lax.stop_gradient(scale), jax.lax.stop_gradient(bias)
     if self.trainable and train:
       xf = x.astype(jnp.float32)
-      m = jnp.mean(xf, axis=(0, 1, 2))
-      v = jnp.mean(jnp.square(xf - m), axis=(0, 1, 2))
+      m, m2 = jnp.mean(xf, axis=(0, 1, 2)), jnp.mean(jnp.square(xf), axis=(0, 1, 2))
+      n = x.shape[0] * x.shape[1] * x.shape[2]
+      if self.axis_name is not None:  # SyncBatchNorm: statistics of the global batch
+        m, m2 = jax.lax.pmean((m, m2), self.axis_name)
+        n *= jax.lax.psum(1, self.axis_name)
+      v = jnp.maximum(m2 - jnp.square(m), 0.0)
       if not self.is_initializing():
-        n = x.shape[0] * x.shape[1] * x.shape[2]
         unbiased = v * n / max(n - 1, 1)
         mean.value = (1 - self.momentum) * mean.value + self.momentum * m
         var.value = (1 - self.momentum) * var.value + self.momentum * unbiased
@@ -75,12 +81,14 @@ class Downsample(nn.Module):
   features: int
   stride: int
   trainable_bn: bool = False
+  bn_axis_name: str | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     x = _conv(self.features, 1, self.stride, 0, "0", self.dtype)(x)
-    return BatchNorm(self.trainable_bn, dtype=self.dtype, name="1")(x, train)
+    return BatchNorm(self.trainable_bn, axis_name=self.bn_axis_name, dtype=self.dtype,
+                     name="1")(x, train)
 
 
 class Bottleneck(nn.Module):
@@ -90,18 +98,20 @@ class Bottleneck(nn.Module):
   stride: int = 1
   downsample: bool = False
   trainable_bn: bool = False
+  bn_axis_name: str | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    bn = lambda name: BatchNorm(self.trainable_bn, dtype=self.dtype, name=name)
+    bn = lambda name: BatchNorm(self.trainable_bn, axis_name=self.bn_axis_name,
+                                dtype=self.dtype, name=name)
     out = nn.relu(bn("bn1")(_conv(self.width, 1, 1, 0, "conv1", self.dtype)(x), train))
     out = nn.relu(bn("bn2")(_conv(self.width, 3, self.stride, 1, "conv2", self.dtype)(out),
                             train))
     out = bn("bn3")(_conv(self.width * 4, 1, 1, 0, "conv3", self.dtype)(out), train)
     if self.downsample:
-      x = Downsample(self.width * 4, self.stride, self.trainable_bn, self.dtype,
-                     name="downsample")(x, train)
+      x = Downsample(self.width * 4, self.stride, self.trainable_bn, self.bn_axis_name,
+                     self.dtype, name="downsample")(x, train)
     return nn.relu(out + x)
 
 
@@ -112,13 +122,15 @@ class ResLayer(nn.Module):
   num_blocks: int
   stride: int
   trainable_bn: bool = False
+  bn_axis_name: str | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     for i in range(self.num_blocks):
       x = Bottleneck(self.width, self.stride if i == 0 else 1, downsample=(i == 0),
-                     trainable_bn=self.trainable_bn, dtype=self.dtype, name=str(i))(x, train)
+                     trainable_bn=self.trainable_bn, bn_axis_name=self.bn_axis_name,
+                     dtype=self.dtype, name=str(i))(x, train)
     return x
 
 
@@ -133,6 +145,7 @@ class ResNet(nn.Module):
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
   width: int = 64
   trainable_bn: bool = False
+  bn_axis_name: str | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -143,11 +156,12 @@ class ResNet(nn.Module):
     x = (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
     x = x.astype(self.dtype)
     x = _conv(self.width, 7, 2, 3, "conv1", self.dtype)(x)
-    x = nn.relu(BatchNorm(self.trainable_bn, dtype=self.dtype, name="bn1")(x, train))
+    x = nn.relu(BatchNorm(self.trainable_bn, axis_name=self.bn_axis_name, dtype=self.dtype,
+                          name="bn1")(x, train))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     features = []
     for i, blocks in enumerate(self.stage_sizes):
       x = ResLayer(self.width * 2**i, blocks, 1 if i == 0 else 2, self.trainable_bn,
-                   self.dtype, name=f"layer{i + 1}")(x, train)
+                   self.bn_axis_name, self.dtype, name=f"layer{i + 1}")(x, train)
       features.append(x)
     return features
