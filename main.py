@@ -3,6 +3,8 @@
     python main.py --config=configs/dfl.py --workdir=DIR [--config.train.batch_size=8]
 """
 
+import logging as std_logging
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -12,11 +14,24 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and genera
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _DropLibraryInfo(std_logging.Filter):
+  """Keeps orbax's and TFDS's warnings but not their per-save INFO chatter."""
+
+  def filter(self, record):
+    noisy = ("orbax" in record.pathname or "tensorflow_datasets" in record.pathname)
+    return record.levelno >= std_logging.WARNING or not noisy
+
+
+def quiet_libraries():
+  logging.get_absl_handler().addFilter(_DropLibraryInfo())
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   tf.config.set_visible_devices([], "GPU")  # tf.data only; the accelerators belong to JAX.
+  quiet_libraries()
   try:
     from dfl_jax import train  # pylint: disable=import-outside-toplevel
   except ImportError as e:

@@ -1,0 +1,44 @@
+"""The embedded default dataset: synthetic InterHand2.6M rendered and built inside a workdir.
+
+``ensure(config, workdir)`` renders ``config.data.synthetic_sizes`` images per split with
+``input_pipeline.synthetic`` into ``workdir/synthetic/raw`` (official layout) and builds the TFDS
+dataset into ``workdir/synthetic/tfds`` with the same builder as the real data, unless they are
+already there. In a multi-host run process 0 does the work while the others wait.
+"""
+
+import pathlib
+
+from input_pipeline import build, synthetic, tfds_builder
+
+
+def parse_sizes(text: str) -> dict:
+  """'train:2000,val:200' -> {'train': 2000, 'val': 200}."""
+  sizes = {}
+  for part in str(text).split(","):
+    name, _, count = part.partition(":")
+    if not name or not count.strip().isdigit():
+      raise ValueError(f"config.data.synthetic_sizes must look like 'train:2000,val:200', "
+                       f"got {text!r}")
+    sizes[name.strip()] = int(count)
+  return sizes
+
+
+def ensure(config, workdir) -> pathlib.Path:
+  """Returns the TFDS data_dir of the synthetic set, rendering and building it if needed."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  root = pathlib.Path(workdir) / "synthetic"
+  raw, data_dir = root / "raw", root / "tfds"
+  sizes = parse_sizes(config.data.get("synthetic_sizes", "train:2000,val:200,test:200"))
+  annotation = config.data.get("annotation", "H+M")
+  builder = tfds_builder.InterHand26M(config=tfds_builder.ANNOTATIONS[annotation],
+                                      data_dir=str(data_dir))
+  if jax.process_index() == 0 and not builder.is_prepared():
+    done = raw / "RENDERED"
+    if not done.exists():
+      synthetic.generate_splits(raw, sizes, seed=config.data.get("synthetic_seed", 0))
+      done.write_text(",".join(f"{k}:{v}" for k, v in sizes.items()))
+    build.build(raw, data_dir, splits=tuple(sizes), annotation=annotation)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("synthetic dataset ready")
+  return data_dir
