@@ -27,6 +27,7 @@ setup(
         "tensorflow>=2.16; platform_machine!='x86_64'",
         "tensorflow-datasets>=4.9.6",
         "absl-py",
+        "matplotlib",
         "importlib_resources",  # tensorflow-datasets needs it to prepare a builder
     ],
     extras_require={

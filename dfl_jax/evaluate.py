@@ -15,7 +15,7 @@ Predictions file (see ``load_predictions``): a JSON object keyed by annotation i
 
   {"326750": {"joints_cam_mm": [[x, y, z], ... 42 rows],   # camera coordinates, mm
               "hand_presence": [p_right, p_left],            # optional, probabilities in [0, 1]
-              "rel_root_depth_mm": 57.8},                    # optional, Z_left_wrist - Z_right_wrist
+              "rel_root_depth_mm": 57.8},                    # optional, Z_left - Z_right wrist
    ...}
 
 ``joints_cam_mm`` follows the InterHand2.6M joint order (right 0-20, wrist 20; left 21-41, wrist
