@@ -128,7 +128,7 @@ def make_train_step(model, tx, loss_config, mesh):
         opt_state=keep(opt_state, state.opt_state),
         first_bad_step=jnp.where((state.first_bad_step < 0) & ~ok, state.step,
                                  state.first_bad_step))
-    return new_state, dict(terms, grad_norm=optax.global_norm(grads))
+    return new_state, dict(terms, grad_norm=optax.tree.norm(grads))
 
   step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))
   return jax.jit(step, donate_argnums=(0,))
