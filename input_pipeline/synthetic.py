@@ -3,9 +3,9 @@
 The project's embedded default dataset (nothing is downloaded). It writes exactly what the real
 data's reader expects (DESIGN sections 1, 2, 9):
 
-  DIR/annotations/{split}/InterHand2.6M_{split}_data.json      images + annotations
-  DIR/annotations/{split}/InterHand2.6M_{split}_camera.json    capture -> campos/camrot/focal/princpt
-  DIR/annotations/{split}/InterHand2.6M_{split}_joint_3d.json  capture -> frame_idx -> world_coord...
+  DIR/annotations/{split}/InterHand2.6M_{split}_data.json      images, annotations
+  DIR/annotations/{split}/InterHand2.6M_{split}_camera.json    capture -> campos/camrot/...
+  DIR/annotations/{split}/InterHand2.6M_{split}_joint_3d.json  capture -> frame_idx -> ...
   DIR/images/{split}/Capture{c}/{seq_name}/cam{camera}/image{frame_idx}.jpg
 
     python -m input_pipeline.synthetic --out DIR --num_images 2000 --seed 0 [--split train]
@@ -294,8 +294,8 @@ def _shaded_capsule(img, p, q, rp, rq, base, light, ambient, focal, princpt):
   facing = 0.5 + 0.5 * float(np.dot(lit, towards_camera)) / max(strength, 1e-6)
   offset = lit[:2] / max(float(np.linalg.norm(lit[:2])), 1e-6) * facing
   diffuse = 1.0 - ambient
-  for scale, shift, k in ((1.0, 0.0, 0.3), (0.72, 0.2, 0.7), (0.38, 0.38, 1.0)):
-    level = ambient + diffuse * k * (0.25 + 0.75 * strength * facing)
+  for scale, shift, k in ((1.0, 0.0, 0.55), (0.74, 0.18, 0.8), (0.4, 0.35, 1.0)):
+    level = ambient + diffuse * k * (0.35 + 0.65 * strength * facing)
     _capsule(img, a + offset * shift * ra, b + offset * shift * rb, ra * scale, rb * scale,
              tuple(float(c) for c in np.clip(base * level, 0, 255)))
 
@@ -312,6 +312,15 @@ def _palm(img, pts, normal, base, light, ambient, edge_mm, focal, princpt):
   cv2.fillConvexPoly(img, hull, colour, cv2.LINE_AA, _SHIFT)
   thick = max(int(round(2 * focal[0] * edge_mm / centre[2])), 1)
   cv2.polylines(img, [hull], True, colour, thick, cv2.LINE_AA, _SHIFT)
+
+
+def _forearm(img, p, q, rp, rq, base, sleeve, light, ambient, focal, princpt):
+  """A forearm capsule from the wrist side p to q, its far part optionally in a sleeve."""
+  _shaded_capsule(img, p, q, rp, rq, base, light, ambient, focal, princpt)
+  if sleeve is not None:
+    start = p + 0.3 * (q - p)
+    _shaded_capsule(img, start, q, 0.7 * rp + 0.3 * rq + 2.0, rq + 2.0, sleeve, light, ambient,
+                    focal, princpt)
 
 
 def draw_hands(img, cam_joints, present, focal, princpt, skins, scales=(1.0, 1.0),
@@ -348,13 +357,12 @@ def draw_hands(img, cam_joints, present, focal, princpt, skins, scales=(1.0, 1.0
       axis = _normalize(j[20] - (j[7] + j[19]) / 2)
       if axis[2] < 0:   # keep the forearm in front of the camera
         length = min(length, 0.5 * j[20][2] / -axis[2])
-      ends = j[20] + axis * (5.0 * s + np.linspace(0.0, length, 4))[:, None]
-      radius = np.linspace(22.0, 30.0, 4) * s
-      for k in range(3):
-        colour = base * 0.93 if sleeve is None or k == 0 else np.asarray(sleeve)
-        prims.append(((ends[k, 2] + ends[k + 1, 2]) / 2, _shaded_capsule,
-                      (ends[k], ends[k + 1], radius[k], radius[k + 1], colour, light, ambient,
-                       focal, princpt)))
+      p, q = j[20] + 5.0 * s * axis, j[20] + (5.0 * s + length) * axis
+      colour = base * 0.93
+      prims.append((0.75 * p[2] + 0.25 * q[2], _forearm,   # the wrist end decides occlusion
+                    (p, q, 21.0 * s, 27.0 * s, colour,
+                     None if sleeve is None else np.asarray(sleeve, np.float64), light, ambient,
+                     focal, princpt)))
   order = np.argsort([-p[0] for p in prims], kind="stable")
   for i in order:
     prims[i][1](img, *prims[i][2])
@@ -472,7 +480,8 @@ def _plan(num_images, seed, split, views_per_frame, cameras_per_capture, num_cap
       views = views[:min(views_per_frame, per_capture[ci] - done)]
       frame_idx += int(rng.integers(1, 40))
       seq_no = {"right": 0, "left": 100, "interacting": 200}[hand_type]
-      seq_name = f"{seq_no + seq_counts[hand_type] // 40:04d}_{hand_type[0] if hand_type != 'interacting' else 'd'}h_synthetic"
+      tag = {"right": "rh", "left": "lh", "interacting": "dh"}[hand_type]
+      seq_name = f"{seq_no + seq_counts[hand_type] // 40:04d}_{tag}_synthetic"
       seq_counts[hand_type] += 1
       mask = np.repeat(present, 21)
       joint_3d[str(capture)][str(frame_idx)] = {

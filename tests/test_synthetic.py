@@ -2,9 +2,11 @@
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
+from dfl_jax import skeleton
 from input_pipeline import geometry, interhand, synthetic
 
 
@@ -120,3 +122,176 @@ def test_same_seed_same_bytes_other_seed_differs(generated, tmp_path):
   images_b = sorted((tmp_path / "b" / "images").rglob("*.jpg"))
   assert [p.read_bytes() for p in images] == [p.read_bytes() for p in images_b]
   assert _load(summary, "joint_3d") != _load(other, "joint_3d")
+
+
+# ------------------------------------------------------------ schema details, model, images
+
+def test_value_types_and_absent_hand_follow_the_genuine_files(generated, fixtures):
+  _, summary = generated
+  data, joints = _load(summary, "data"), _load(summary, "joint_3d")
+  real = _keys(fixtures, "joint_3d")["4"]["2017"]   # a genuine right-hand-only frame
+  placeholder = np.array(real["world_coord"])[21:] == 1.0
+  assert placeholder.all(1).sum() == 20 and not any(v[0] for v in real["joint_valid"][21:])
+  for image in data["images"]:
+    assert [type(image[k]) for k in ("id", "width", "height", "capture", "subject", "frame_idx")
+            ] == [int] * 6
+    assert isinstance(image["camera"], str) and isinstance(image["seq_name"], str)
+    assert image["file_name"] == (f"Capture{image['capture']}/{image['seq_name']}/"
+                                  f"cam{image['camera']}/image{image['frame_idx']}.jpg")
+  for ann in data["annotations"]:
+    assert len(ann["joint_valid"]) == 42 and all(type(v[0]) is int for v in ann["joint_valid"])
+    assert len(ann["bbox"]) == 4 and ann["hand_type_valid"] == 1 and ann["id"] == ann["image_id"]
+  seen = set()
+  for frames in joints.values():
+    for frame in frames.values():
+      assert type(frame["joint_valid"][0][0]) is type(real["joint_valid"][0][0]) is bool
+      assert frame["hand_type_valid"] is True
+      present = np.array([v[0] for v in frame["joint_valid"]]).reshape(2, 21).all(1)
+      assert tuple(present) == {"interacting": (True, True), "right": (True, False),
+                                "left": (False, True)}[frame["hand_type"]]
+      for h in np.flatnonzero(~present):   # absent hand: [1, 1, 1], as the real data mostly
+        np.testing.assert_array_equal(np.array(frame["world_coord"])[21 * h:21 * h + 21], 1.0)
+      seen.add(frame["hand_type"])
+  assert seen == {"interacting", "right", "left"}
+
+
+def test_projection_and_bbox_from_the_json_alone(generated):
+  _, summary = generated
+  data, cams, joints = (_load(summary, k) for k in ("data", "camera", "joint_3d"))
+  for image, ann in zip(data["images"], data["annotations"]):
+    cam, name = cams[str(image["capture"])], image["camera"]
+    frame = joints[str(image["capture"])][str(image["frame_idx"])]
+    assert ann["hand_type"] == frame["hand_type"]
+    rot, pos = np.array(cam["camrot"][name]), np.array(cam["campos"][name])
+    xc = (rot @ (np.array(frame["world_coord"]) - pos).T).T
+    uv = xc[:, :2] / xc[:, 2:] * cam["focal"][name] + cam["princpt"][name]
+    valid = np.array(ann["joint_valid"])[:, 0] > 0
+    present = np.array(frame["joint_valid"])[:, 0]
+    assert not (valid & ~present).any() and (present & ~valid).sum() <= 3
+    assert (xc[present, 2] > 500).all() and (xc[present, 2] < 1500).all()   # ~1 m away
+    inside = ((uv >= 0) & (uv <= [image["width"] - 1, image["height"] - 1])).all(1)
+    np.testing.assert_array_equal(valid, inside & present)
+    lo, hi = uv[valid].min(0), uv[valid].max(0)
+    size = (hi - lo) * 1.2
+    np.testing.assert_allclose(ann["bbox"], np.r_[(lo + hi) / 2 - size / 2, size], atol=1e-3)
+
+
+def _rx(a):
+  c, s = np.cos(a), np.sin(a)
+  return np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+
+
+def _rz(a):
+  c, s = np.cos(a), np.sin(a)
+  return np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+
+
+def _local_angles(j):
+  """Inverse kinematics of a right-hand local pose [21, 3] -> angles [5, 4] in degrees."""
+  out = np.zeros((5, 4))
+  for f in range(5):
+    base, j2, j3, tip = j[4 * f + 3], j[4 * f + 2], j[4 * f + 1], j[4 * f]
+    e = synthetic.BASE_FRAMES[f].T @ ((j2 - base) / np.linalg.norm(j2 - base))
+    flex, abd = np.arcsin(np.clip(e[2], -1, 1)), np.arctan2(e[0], e[1])
+    r1 = synthetic.BASE_FRAMES[f] @ _rz(-abd) @ _rx(flex)
+    d2 = r1.T @ (j3 - j2)
+    second = np.arctan2(d2[2], d2[1])
+    d3 = (r1 @ _rx(second)).T @ (tip - j3)
+    out[f] = np.degrees([flex, abd, second, np.arctan2(d3[2], d3[1])])
+  return out
+
+
+def test_world_poses_are_the_kinematic_model_within_its_limits(generated):
+  _, summary = generated
+  joints, scales = _load(summary, "joint_3d"), summary["subject_scales"]
+  local_palm = synthetic.hand_joints(np.zeros((5, 4)))[[20, 3, 7, 11, 15, 19]]
+  hands = 0
+  for capture, frames in joints.items():
+    scale = _scale(scales, capture)
+    assert 0.85 <= scale <= 1.15
+    for frame in frames.values():
+      world = np.asarray(frame["world_coord"], np.float64)
+      for h in range(2):
+        if not frame["joint_valid"][21 * h + 20][0]:
+          continue
+        j = world[21 * h:21 * h + 21]
+        # All 20 bones (skeleton order, wrist-to-base included) have the model's length in mm.
+        got = [np.linalg.norm(j[c] - j[p]) for c, p in skeleton.hand_bones()]
+        np.testing.assert_allclose(got, synthetic.bone_lengths(scale), atol=1e-3)
+        # Rigidly align the (mirrored for the left) palm, then invert the kinematics.
+        mirror = np.array([-1.0 if h else 1.0, 1.0, 1.0])
+        src = local_palm * scale * mirror
+        dst = j[[20, 3, 7, 11, 15, 19]]
+        u, _, vt = np.linalg.svd((dst - dst.mean(0)).T @ (src - src.mean(0)))
+        rot = u @ np.diag([1, 1, np.linalg.det(u @ vt)]) @ vt
+        np.testing.assert_allclose((src - src.mean(0)) @ rot.T + dst.mean(0), dst, atol=1e-3)
+        local = ((j - dst.mean(0)) @ rot + src.mean(0)) * mirror
+        angles = _local_angles(local)
+        lo, hi = synthetic.LIMITS_DEG[..., 0] - 0.1, synthetic.LIMITS_DEG[..., 1] + 0.1
+        # At ~90 degrees of base flexion the abduction (and so the rest) is ill-conditioned.
+        regular = np.abs(angles[:, 0]) < 85.0
+        ok = (angles >= lo) & (angles <= hi)
+        assert ok[:, 0].all() and ok[regular].all(), angles.tolist()
+        rows = np.flatnonzero(np.repeat(regular, 4))
+        np.testing.assert_allclose(synthetic.hand_joints(angles, scale)[rows], local[rows],
+                                   atol=1e-2)
+        hands += 1
+  assert hands >= 15
+
+
+def test_sampled_angles_stay_inside_the_limits():
+  rng = np.random.default_rng(0)
+  angles = np.stack([synthetic.sample_angles(rng) for _ in range(500)])
+  assert (angles >= synthetic.LIMITS_DEG[..., 0]).all()
+  assert (angles <= synthetic.LIMITS_DEG[..., 1]).all()
+  pip = angles[:, 1:, 2]
+  assert pip.min() < 10 and pip.max() > 90   # open and curled fingers both occur
+
+
+def test_images_are_jpegs_of_the_stated_size(generated):
+  out, summary = generated
+  data = _load(summary, "data")
+  for image in data["images"]:
+    path = out / "a" / "images" / "test" / image["file_name"]
+    raw = path.read_bytes()
+    assert raw[:2] == b"\xff\xd8"
+    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (image["height"], image["width"], 3) and img.std() > 5
+
+
+def test_worker_processes_and_seeds(tmp_path):
+  one = synthetic.generate(tmp_path / "one", 40, seed=5, split="val", workers=1)
+  two = synthetic.generate(tmp_path / "two", 40, seed=5, split="val", workers=2)
+  other = synthetic.generate(tmp_path / "other", 40, seed=6, split="val", workers=1)
+  assert one["num_images"] == two["num_images"] == 40
+  names = [p.relative_to(tmp_path / "one") for p in sorted((tmp_path / "one").rglob("*.*"))]
+  assert names == [p.relative_to(tmp_path / "two") for p in sorted((tmp_path / "two").rglob("*.*"))]
+  for name in names:
+    assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+  a = sorted(p.read_bytes() for p in (tmp_path / "one").rglob("*.jpg"))
+  b = sorted(p.read_bytes() for p in (tmp_path / "other").rglob("*.jpg"))
+  assert not set(a) & set(b)
+
+
+def test_generate_splits_keeps_captures_and_ids_apart(tmp_path):
+  out = synthetic.generate_splits(tmp_path, {"train": 6, "val": 4}, seed=0, workers=1)
+  ids, captures = {}, {}
+  for split, summary in out.items():
+    data = _load(summary, "data")
+    assert (tmp_path / "annotations" / split / f"InterHand2.6M_{split}_data.json").is_file()
+    ids[split] = {i["id"] for i in data["images"]}
+    captures[split] = {i["capture"] for i in data["images"]}
+  assert len(ids["train"]) == 6 and len(ids["val"]) == 4
+  assert not ids["train"] & ids["val"] and not captures["train"] & captures["val"]
+
+
+def test_the_farther_hand_is_really_behind_the_probe():
+  right = synthetic.hand_joints(np.zeros((5, 4)))
+  left = synthetic.hand_joints(np.zeros((5, 4)), left=True)
+  focal, princpt = (1200.0, 1200.0), (200.0, 200.0)
+  cam = np.concatenate([right + [0, 0, 800.0], left + [0, 0, 900.0]])
+  probe = np.round(geometry.camera_to_pixel(cam[11][None], focal, princpt)[0]).astype(int)
+  img = np.zeros((400, 400, 3), np.uint8)
+  synthetic.draw_hands(img, cam, np.array([0, 1]), focal, princpt,
+                       skins=[(0, 0, 250), (250, 0, 0)])   # only the far (left, blue) hand
+  assert img[probe[1], probe[0], 0] > 100 and img[..., 2].max() == 0
