@@ -95,9 +95,8 @@ class Residual(nn.Module):
     return nn.LayerNorm(dtype=self.dtype, name="norm1")(x + drop(ffn(x, train)))
 
 
-def sublayer_input(module, x, name, pre_norm):
+def sublayer_input(x, name, pre_norm):
   """What a sub-layer's attention reads: LayerNorm(x) in pre-norm, x itself in post-norm."""
-  del module
   return nn.LayerNorm(dtype=x.dtype, name=name)(x) if pre_norm else x
 
 
@@ -175,7 +174,7 @@ class DecoupledDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, f_a, f_p, input_hw, train: bool = False, return_attention: bool = False):
-    pre = lambda x, name: sublayer_input(self, x, name, self.pre_norm)
+    pre = lambda x, name: sublayer_input(x, name, self.pre_norm)
     res = lambda name: Residual(self.dim_ff, self.dropout, self.pre_norm, self.dtype, name=name)
     init_scale, scales = scale_schedule(len(f_a), self.num_iterations, self.multi_scale)
     attn = {"init": None, "jj": [], "ji": []}
@@ -233,7 +232,7 @@ class FusedDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, f_a, f_p, input_hw, train: bool = False, return_attention: bool = False):
-    pre = lambda x, name: sublayer_input(self, x, name, self.pre_norm)
+    pre = lambda x, name: sublayer_input(x, name, self.pre_norm)
     res = lambda name: Residual(self.dim_ff, self.dropout, self.pre_norm, self.dtype, name=name)
     _, scales = scale_schedule(len(f_a), self.num_iterations, self.multi_scale)
     proj = nn.Dense(self.width, dtype=self.dtype, name="input_proj")

@@ -57,7 +57,7 @@ def evaluate_model(config, workdir, checkpoint=None, split=None, out_dir=None) -
                      f"(it has {sorted(info.splits.keys())})")
   train.check_batch_size(config.train.batch_size)
   n, b = jax.process_count(), config.train.batch_size // jax.process_count()
-  num_batches = -(-(-(-info.splits[split].num_examples // n)) // b) if n > 1 else None
+  num_batches = pipeline.eval_batch_count(info, split, n, b)
   ds = pipeline.eval_dataset(config.data, b, split=split, process_index=jax.process_index(),
                              process_count=n, num_batches=num_batches)
   predictions = {}

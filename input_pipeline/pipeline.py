@@ -157,6 +157,14 @@ def eval_dataset(data_cfg, batch_size, split=None, process_index=0, process_coun
   return _options(ds.prefetch(tf.data.AUTOTUNE), threads)
 
 
+def eval_batch_count(info, split, process_count, batch_size):
+  """Batches every process steps through in a multi-host evaluation (None on one process)."""
+  if process_count == 1:
+    return None
+  per_process = -(-info.splits[split].num_examples // process_count)
+  return -(-per_process // batch_size)
+
+
 def dataset_info(config):
   """The TFDS DatasetInfo of the configured dataset (split sizes, features)."""
   return _builder(config.data).info
@@ -179,10 +187,7 @@ def create_datasets(config, process_index=None, process_count=None, start_step=0
   eval_batch = local
   info = _builder(config.data).info
   split = config.data.get("eval_split", "test")
-  num_batches = None
-  if process_count > 1:  # the same number of batches on every process
-    per_process = -(-info.splits[split].num_examples // process_count)
-    num_batches = -(-per_process // eval_batch)
+  num_batches = eval_batch_count(info, split, process_count, eval_batch)
   evaluation = eval_dataset(config.data, eval_batch, split=split, process_index=process_index,
                             process_count=process_count, num_batches=num_batches)
   return train.as_numpy_iterator(), evaluation, info
