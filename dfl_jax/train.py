@@ -37,6 +37,7 @@ EVAL_KEYS = ("joint_cam", "affine", "focal", "princpt", "joint_valid_ann", "hand
              "hand_presence_valid")
 AXIS = "batch"
 DEPTH_RANGE_MM, DEPTH_UNITS = 400.0, 256.0
+CONFIG_FILE = "config.json"  # in the workdir; inference and export read it
 
 
 @flax.struct.dataclass
@@ -208,6 +209,13 @@ def prepare_data(config, workdir):
                      "--config.data.data_dir=DIR, or use --config.data.source=synthetic")
 
 
+def save_config(config, workdir):
+  """Writes the run's configuration to WORKDIR/config.json (process 0) for inference/export."""
+  if jax.process_index() == 0:
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    (pathlib.Path(workdir) / CONFIG_FILE).write_text(text + "\n", encoding="utf-8")
+
+
 def maybe_initialize_distributed(config):
   """jax.distributed.initialize() when config.distributed.enabled or DFL_DISTRIBUTED=1."""
   d = config.get("distributed", {})
@@ -225,6 +233,7 @@ def train_and_evaluate(config, workdir: str):
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   prepare_data(config, workdir)
+  save_config(config, workdir)
   check_batch_size(config.train.batch_size)
   mesh = make_mesh()
   writer = metric_writers.create_default_writer(
