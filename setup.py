@@ -32,7 +32,10 @@ setup(
     ],
     extras_require={
         # torch is never a dependency of the package; tests install the CPU build themselves.
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3",
+                 "nbclient", "nbformat", "ipykernel"],  # executing colab/ notebooks
+        # Optional hand detector of dfl_jax.predict (MediaPipe; model file via --detector_model).
+        "detector": ["mediapipe"],
     },
     license="Apache-2.0",
 )

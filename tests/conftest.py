@@ -63,3 +63,11 @@ def build_official_tree(fixtures, root, split="test", folders_and_ids=None):
       shutil.copyfile(src / f"test_interhand2.6m_{kind}.json",
                   out / f"InterHand2.6M_{split}_{kind}.json")
   return root
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory):
+  """A tiny DFL trained briefly on synthetic data, once per run for all workers
+  (tests/notebook_runs.py: by executing colab/quickstart.ipynb)."""
+  import notebook_runs  # pylint: disable=import-outside-toplevel
+  return notebook_runs.trained_workdir(tmp_path_factory)

@@ -1,0 +1,60 @@
+"""colab/: the notebooks are valid, and quickstart and inference run top to bottom (small
+settings; tests/notebook_runs.py). The quickstart run is the one that trains the model the
+inference tests share (``trained_workdir``)."""
+
+import ast
+import json
+
+import pytest
+
+import notebook_runs
+
+NOTEBOOKS = ("quickstart.ipynb", "inference.ipynb", "interhand26m.ipynb")
+
+
+def _errors(nb):
+  return [o for cell in nb.cells if cell.cell_type == "code"
+          for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_is_valid_and_its_code_parses(name):
+  nbformat = pytest.importorskip("nbformat")
+  nb = nbformat.read(notebook_runs.NOTEBOOKS / name, as_version=4)
+  nbformat.validate(nb)
+  code = [c.source for c in nb.cells if c.cell_type == "code"]
+  assert code and all(c.outputs == [] for c in nb.cells if c.cell_type == "code")
+  for source in code:
+    ast.parse(source)
+  assert "parameters" in nb.cells[1].metadata.get("tags", [])
+
+
+def test_quickstart_runs_top_to_bottom(trained_workdir):
+  if not notebook_runs.have_nbclient():
+    pytest.skip("nbclient/ipykernel not installed (pip install -e '.[test]')")
+  nbformat = pytest.importorskip("nbformat")
+  nb = nbformat.read(trained_workdir.parent / "quickstart.executed.ipynb", as_version=4)
+  assert not _errors(nb)
+  config = json.loads((trained_workdir / "config.json").read_text())
+  assert config["train"]["num_steps"] == 4 and config["model"]["fpn_features"] == 64
+  assert (trained_workdir / "checkpoints" / "4" / "commit_success.txt").exists()
+  metrics = json.loads((trained_workdir / "eval" / "val_4" / "metrics.json").read_text())
+  assert metrics["num_frames"] == 8 and metrics["mpjpe_all"] > 0
+  assert any("image/png" in o.get("data", {}) for o in nb.cells[-1].outputs)
+
+
+def test_inference_runs_top_to_bottom(trained_workdir, fixtures, tmp_path):
+  if not notebook_runs.have_nbclient():
+    pytest.skip("nbclient/ipykernel not installed (pip install -e '.[test]')")
+  out = tmp_path / "predictions"
+  env = {"DFL_NB_WORKDIR": trained_workdir, "DFL_NB_OUT": out, "DFL_NB_JOINT": "41",
+         "DFL_NB_IMAGE": fixtures / "inthewild" / "interhand_demo_input.jpg",
+         "DFL_NB_BOX": "69,137,165,153"}
+  nb = notebook_runs.execute_notebook("inference.ipynb", env,
+                                      out_path=tmp_path / "inference.executed.ipynb")
+  assert not _errors(nb)
+  for suffix in (".json", "_overlay.png", "_3d.png", "_attention_j41.png"):
+    assert (out / f"interhand_demo_input{suffix}").exists()
+  shown = [o for cell in nb.cells[-3:] for o in cell.get("outputs", [])
+           if "image/png" in o.get("data", {})]
+  assert len(shown) == 3  # overlay, 3D view, attention
