@@ -38,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
       regression_features="position",  # Table 2
       pooled_hidden=1024,
       hand_heads=True,                # extension: hand presence, relative root depth
+      # Compute dtype: 'float32' | 'bfloat16' | 'float16' (weights stay float32; float16 adds
+      # dynamic loss scaling, see dfl_jax/mixed_precision.py).
       dtype="float32",
   ))
 
@@ -78,6 +80,9 @@ def get_config() -> ml_collections.ConfigDict:
       eval_every_steps=0,             # 0: once an epoch
       checkpoint_every_steps=0,       # 0: once an epoch
       keep_checkpoints=3,
+      # float16 only: dynamic loss scale, doubled after loss_scale_period finite steps.
+      loss_scale_init=2.0**15,
+      loss_scale_period=2000,
   ))
 
   # Multi-host: jax.distributed.initialize() when enabled (or DFL_DISTRIBUTED=1); the three

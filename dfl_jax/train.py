@@ -8,8 +8,13 @@ over devices; the losses divide by the GLOBAL number of valid items (``axis_name
 is exactly the single-device gradient of the global batch.
 
 Optimiser (paper Sec. 4.2): Adam, lr 1e-4, x0.1 at epochs 24 and 35, 50 epochs, global batch 64.
-A step whose loss is NaN or Inf applies no update; the loop stops at the next check with a
-message naming the first such step, and the checkpoints written before it stay.
+A step whose loss or gradient is NaN or Inf applies no update; the loop stops at the next check
+with a message naming the first such step, and the checkpoints written before it stay.
+
+Mixed precision (``dfl_jax/mixed_precision.py``): parameters and optimiser state are float32
+whatever ``config.model.dtype``. With float16 the state carries a dynamic loss scale: a step
+with a non-finite gradient (but a finite loss) is skipped and halves the scale instead of
+stopping the run.
 """
 
 import os
@@ -26,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dfl_jax import checkpointing, losses, metrics
+from dfl_jax import checkpointing, losses, metrics, mixed_precision
 from dfl_jax.model import init_variables
 
 # Keys of a pipeline batch that the training step reads.
@@ -47,7 +52,8 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   rng: jax.Array             # uint32 key data, for dropout
-  first_bad_step: jax.Array  # int32: first step with a non-finite loss, -1 if none
+  first_bad_step: jax.Array  # int32: first step with a non-finite loss or gradient, or -1
+  loss_scale: Any = None     # mixed_precision.LossScale with float16 compute, else None
 
 
 def create_learning_rate_fn(config, steps_per_epoch: int):
@@ -73,10 +79,14 @@ def create_train_state(config, rng, tx):
   init_rng, dropout_rng = jax.random.split(rng)
   model, variables = init_variables(config, init_rng)
   params = variables["params"]
+  loss_scale = None
+  if mixed_precision.uses_loss_scaling(config.model):
+    loss_scale = mixed_precision.init_loss_scale(
+        config.train.get("loss_scale_init", mixed_precision.DEFAULT_INITIAL_SCALE))
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
                      rng=jax.random.key_data(dropout_rng),
-                     first_bad_step=jnp.full((), -1, jnp.int32))
+                     first_bad_step=jnp.full((), -1, jnp.int32), loss_scale=loss_scale)
   return model, state
 
 
@@ -99,37 +109,57 @@ def to_global(batch, mesh, keys=TRAIN_KEYS):
           for k in keys}
 
 
-def make_train_step(model, tx, loss_config, mesh):
-  """jit(shard_map(per-device step)), the state donated."""
+def make_train_step(model, tx, loss_config, mesh,
+                    loss_scale_period: int = mixed_precision.DEFAULT_PERIOD):
+  """jit(shard_map(per-device step)), the state donated.
+
+  With ``state.loss_scale`` set (float16), the loss is scaled before differentiation and the
+  gradients unscaled after; a non-finite gradient skips the update and halves the scale
+  (``mixed_precision.update_loss_scale``) without marking the step bad.
+  """
   model = model.clone(bn_axis_name=AXIS)  # trainable BatchNorm sees the global batch
 
   def per_device(state, batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     rng = jax.random.fold_in(rng, jax.lax.axis_index(AXIS))
+    scaler = state.loss_scale
 
     def loss_fn(params):
       out, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
                                  batch["images"], train=True, rngs={"dropout": rng},
                                  mutable=["batch_stats"])
       loss, terms = losses.total_loss(out, batch, loss_config, axis_name=AXIS)
-      return loss, (terms, updates)
+      scaled = loss if scaler is None else loss * scaler.scale
+      return scaled, (loss, terms, updates)
 
-    (loss, (terms, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, (loss, terms, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
     # Replicated parameters: shard_map has already summed the per-device gradients.
+    if scaler is not None:
+      grads = mixed_precision.unscale(grads, scaler)
+    grad_norm = optax.tree.norm(grads)  # not finite exactly when some gradient is not
     loss = jax.lax.psum(loss, AXIS)
     terms = jax.tree.map(lambda x: jax.lax.psum(x, AXIS), terms)
     batch_stats = updates["batch_stats"]  # global statistics already (SyncBN): replicated
     param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, param_updates)
-    ok = jnp.isfinite(loss)
+    loss_ok, grads_ok = jnp.isfinite(loss), jnp.isfinite(grad_norm)
+    ok = loss_ok & grads_ok
+    # float16: a non-finite gradient is the loss scaler's business, not a reason to stop.
+    bad = ~loss_ok if scaler is not None else ~ok
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
     new_state = state.replace(
         step=state.step + 1, params=keep(params, state.params),
         batch_stats=keep(batch_stats, state.batch_stats),
         opt_state=keep(opt_state, state.opt_state),
-        first_bad_step=jnp.where((state.first_bad_step < 0) & ~ok, state.step,
+        first_bad_step=jnp.where((state.first_bad_step < 0) & bad, state.step,
                                  state.first_bad_step))
-    return new_state, dict(terms, grad_norm=optax.tree.norm(grads))
+    step_metrics = dict(terms, grad_norm=grad_norm)
+    if scaler is not None:
+      new_state = new_state.replace(loss_scale=mixed_precision.update_loss_scale(
+          scaler, grads_ok, loss_scale_period))
+      step_metrics["loss_scale"] = scaler.scale
+    return new_state, step_metrics
 
   step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P()))
   return jax.jit(step, donate_argnums=(0,))
@@ -258,7 +288,8 @@ def train_and_evaluate(config, workdir: str):
   start = int(state.step)
 
   train_iter, eval_ds, _ = input_pipeline.create_datasets(config, start_step=start)
-  train_step = make_train_step(model, tx, config.loss, mesh)
+  train_step = make_train_step(model, tx, config.loss, mesh, config.train.get(
+      "loss_scale_period", mixed_precision.DEFAULT_PERIOD))
   predict = make_predict_fn(model, mesh)
   eval_every = int(config.train.get("eval_every_steps", 0) or steps_per_epoch)
   ckpt_every = int(config.train.get("checkpoint_every_steps", 0) or steps_per_epoch)
@@ -356,7 +387,8 @@ def _check_finite(state, ckpt):
   if bad >= 0:
     last = ckpt.latest_step()
     raise FloatingPointError(
-        f"the loss became NaN or Inf at step {bad} (no update was applied from it on); "
+        f"the loss or its gradient became NaN or Inf at step {bad} (no update was applied "
+        f"from it on); "
         f"the last good checkpoint is step {last} in {ckpt.directory}. Lower "
         f"config.train.learning_rate or check the data, then resume.")
 
