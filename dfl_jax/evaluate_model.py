@@ -62,7 +62,7 @@ def evaluate_model(config, workdir, checkpoint=None, split=None, out_dir=None) -
                              process_count=n, num_batches=num_batches)
   predictions = {}
   result = train.evaluate(train.make_predict_fn(model, mesh), state, ds.as_numpy_iterator(),
-                          mesh, config.data.image_size, predictions=predictions)
+                          mesh, predictions=predictions)
   result.update(step=int(step), split=split, data_dir=str(config.data.data_dir))
   out = pathlib.Path(out_dir) if out_dir else pathlib.Path(workdir) / "eval" / f"{split}_{step}"
   if jax.process_index() == 0:

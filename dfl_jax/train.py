@@ -182,8 +182,11 @@ def depth_units_to_mm(z):
   return (np.asarray(z) / DEPTH_UNITS * 2.0 - 1.0) * (DEPTH_RANGE_MM / 2.0)
 
 
-def evaluate(predict, state, eval_batches, mesh, image_size, predictions=None):
+def evaluate(predict, state, eval_batches, mesh, predictions=None):
   """Official InterHand2.6M metrics (GT box and GT root depth) over the evaluation split.
+
+  Depth is decoded from the model's 256-unit range whatever the input size (the targets of
+  ``input_pipeline.transforms.depth_target`` are in those units).
 
   With a dict as ``predictions``, it is filled in the predictions-file format of
   ``dfl_jax.evaluate`` (annotation id -> joints_cam_mm, hand_presence, rel_root_depth_mm).
@@ -202,7 +205,7 @@ def evaluate(predict, state, eval_batches, mesh, image_size, predictions=None):
     gt_cam = rows["joint_cam"]
     root_depth = gt_cam[:, [20, 41], 2]
     pred_cam = metrics.crop_to_camera(rows["pred_joints"], rows["affine"], rows["focal"],
-                                      rows["princpt"], root_depth, image_size=image_size)
+                                      rows["princpt"], root_depth, image_size=DEPTH_UNITS)
     rel_root = (depth_units_to_mm(rows["pred_rel_root_depth"])
                 if "pred_rel_root_depth" in rows else None)
     presence = rows.get("pred_hand_presence_logits")
@@ -296,7 +299,7 @@ def train_and_evaluate(config, workdir: str):
   log_every = int(config.train.get("log_every_steps", 50))
 
   def run_eval(step):
-    result = evaluate(predict, state, eval_ds.as_numpy_iterator(), mesh, config.data.image_size)
+    result = evaluate(predict, state, eval_ds.as_numpy_iterator(), mesh)
     result["step"] = step
     scalars = {f"eval/{k}": float(v) for k, v in _numbers(result).items() if k != "step"}
     writer.write_scalars(step, scalars)
