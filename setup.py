@@ -36,6 +36,12 @@ setup(
                  "nbclient", "nbformat", "ipykernel"],  # executing colab/ notebooks
         # Optional hand detector of dfl_jax.predict (MediaPipe; model file via --detector_model).
         "detector": ["mediapipe"],
+        # Accelerators (README, "Hardware"; check with `python -m dfl_jax.doctor`).
+        # Volta (Titan V, V100; sm_70), which CUDA 13 dropped: CUDA 12 with the last cuDNN that
+        # still has Volta kernels.
+        "cuda12": ["jax[cuda12]", "nvidia-cudnn-cu12==9.10.2.21"],
+        "cuda13": ["jax[cuda13]"],  # Turing (sm_75) and newer
+        "tpu": ["jax[tpu]"],
     },
     license="Apache-2.0",
 )
