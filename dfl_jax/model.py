@@ -26,6 +26,7 @@ with ``use_jj``/``use_spr`` (Table 1 ids 1-4); ``init_relation``, ``jj_relation`
 (Table 3); ``multi_scale`` and ``part_segmentation`` (supplement Table 1).
 """
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -183,6 +184,20 @@ def create_model(model_config, pretrained_backbone: bool = False) -> DFL:
   return DFL(dtype=DTYPES[dtype], **kwargs)
 
 
+# XLA's CPU backend spends most of the initialiser's compile time on the unrolled threefry of every
+# parameter (~50k HLO ops for configs/tiny.py): about 18 s at the default optimisation level and
+# 9 s at level 0 on 2 cores. It runs once, so its own speed does not matter; values agree to
+# 1-2 ulp.
+INIT_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
+
+
+@functools.cache
+def _jitted_init(backend: str):
+  """One jit of ``model.init`` per backend, the model static: equal models compile once."""
+  return jax.jit(lambda model, rng, images: model.init({"params": rng}, images, train=False),
+                 static_argnums=0, compiler_options=INIT_COMPILER_OPTIONS.get(backend))
+
+
 def init_variables(config, rng, batch_size: int = 1):
   """Initial variables of ``create_model(config.model)`` at ``config.data.image_size``.
 
@@ -194,7 +209,7 @@ def init_variables(config, rng, batch_size: int = 1):
   model = create_model(config.model, pretrained_backbone=bool(path))
   size = config.data.image_size
   images = jnp.zeros((batch_size, size, size, 3), jnp.float32)
-  variables = jax.jit(lambda r, x: model.init({"params": r}, x, train=False))(rng, images)
+  variables = _jitted_init(jax.default_backend())(model, rng, images)
   if path:
     from dfl_jax import convert_resnet  # pylint: disable=import-outside-toplevel
     variables = convert_resnet.merge_backbone(variables, convert_resnet.load_backbone(path))

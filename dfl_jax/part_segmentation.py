@@ -33,13 +33,19 @@ class PartSegmentationHead(nn.Module):
 
 
 def pooled_probabilities(logits: jax.Array, shapes: Sequence[Sequence[int]]):
-  """Softmax of the finest logits, average-pooled to each (H, W) in ``shapes``."""
+  """Softmax of the finest logits, average-pooled to each (H, W) in ``shapes``.
+
+  The pooling windows tile the map, so it is a reshape and a mean: the same numbers as
+  ``nn.avg_pool`` with stride = window, without reduce_window, whose gradient costs 9 ms a
+  training step of configs/tiny.py on 2 CPU cores.
+  """
   probs = jax.nn.softmax(logits, axis=-1)
+  b, hh, ww, c = probs.shape
   out = []
   for h, w in shapes:
-    fy, fx = probs.shape[1] // h, probs.shape[2] // w
-    if fy * h != probs.shape[1] or fx * w != probs.shape[2]:
+    fy, fx = hh // h, ww // w
+    if fy * h != hh or fx * w != ww:
       raise ValueError(f"scale {h}x{w} does not divide the segmentation map {probs.shape[1:3]}")
     out.append(probs if (fy, fx) == (1, 1)
-               else nn.avg_pool(probs, (fy, fx), strides=(fy, fx)))
+               else probs.reshape(b, h, fy, w, fx, c).mean(axis=(2, 4)))
   return out

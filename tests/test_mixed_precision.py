@@ -144,5 +144,6 @@ def test_float16_train_step_skips_an_overflowing_step_and_halves_the_scale():
   state, m = step(state, batch)
   assert np.isfinite(float(m["grad_norm"])) and float(m["loss_scale"]) == 256.0
   assert int(state.loss_scale.good_steps) == 1 and int(state.step) == 2
+  assert step._cache_size() == 1  # pylint: disable=protected-access  # compiled once, reused
   moved = jax.tree.map(lambda a, b: np.abs(a - b).max(), before, jax.device_get(state.params))
   assert max(jax.tree.leaves(moved)) > 0
