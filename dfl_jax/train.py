@@ -92,7 +92,10 @@ def create_train_state(config, rng, tx):
 
 def make_mesh():
   """A 1-D mesh over every device of every process."""
-  return jax.make_mesh((jax.device_count(),), (AXIS,))
+  # Auto axes: XLA propagates shardings inside jit (the default of newer JAX, Explicit, would
+  # make every reshape of a batch-sharded array in the model name its output sharding).
+  return jax.make_mesh((jax.device_count(),), (AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def check_batch_size(global_batch: int, num_devices: int | None = None):
