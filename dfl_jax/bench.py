@@ -13,7 +13,8 @@ training step of ``dfl_jax/train.py`` (jit of shard_map over every device, state
 Adam, losses) at ``--train_batch`` (default ``config.train.batch_size``, the global batch).
 
 Inputs are uint8 images (what the pipeline yields; a quarter of float32's bytes) put on the
-device once before timing, so no host-device copy is timed. Writes ``bench.json`` and
+device once before timing; the timed loops run under ``jax.transfer_guard('disallow')``, so a
+hidden host-device copy would be an error, not a slower figure. Writes ``bench.json`` and
 ``bench.md`` into ``--out``. A benchmark, not a test: nothing here asserts a speed.
 """
 
@@ -131,28 +132,34 @@ def _percentile(times, q):
 def time_calls(call, warmup: int, iters: int):
   """Runs ``call()`` (which returns what to wait on).
 
-  Returns (latencies s, wall s per call, host CPU s per call). Latency: each call waited for.
-  Throughput: ``iters`` calls dispatched back to back, one wait; the host CPU time of this
-  process over them (all threads) says how busy the host was, and on a shared CPU how much of
-  the wall time was ours.
+  Returns (latencies s, wall s per call, host CPU s per call, dispatch times s). Latency: each
+  call waited for. Throughput: ``iters`` calls dispatched back to back, one wait; the host CPU
+  time of this process over them (all threads) says how busy the host was (on a shared CPU, how
+  much of the wall time was ours), and the time each call took to return is the Python and
+  dispatch overhead that asynchronous execution hides while it stays below the device's time.
   """
   for _ in range(warmup):
     jax.block_until_ready(call())
   latencies = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    jax.block_until_ready(call())
-    latencies.append(time.perf_counter() - t)
-  t, cpu = time.perf_counter(), time.process_time()
-  out = None
-  for _ in range(iters):
-    out = call()
-  jax.block_until_ready(out)
-  return latencies, (time.perf_counter() - t) / iters, (time.process_time() - cpu) / iters
+  # Inputs and state are on the device already: any host-device copy in the loop is an error.
+  with jax.transfer_guard("disallow"):
+    for _ in range(iters):
+      t = time.perf_counter()
+      jax.block_until_ready(call())
+      latencies.append(time.perf_counter() - t)
+    t, cpu = time.perf_counter(), time.process_time()
+    out, dispatch = None, []
+    for _ in range(iters):
+      d = time.perf_counter()
+      out = call()
+      dispatch.append(time.perf_counter() - d)
+    jax.block_until_ready(out)
+  return (latencies, (time.perf_counter() - t) / iters, (time.process_time() - cpu) / iters,
+          dispatch)
 
 
 def _summary(batch, compile_s, timing, flops, peak, xla_mem, device):
-  latencies, per_call, cpu_per_call = timing
+  latencies, per_call, cpu_per_call, dispatch = timing
   per_image = flops / batch if flops else None
   images_per_s = batch / per_call
   achieved = per_image * images_per_s if per_image else None
@@ -167,6 +174,7 @@ def _summary(batch, compile_s, timing, flops, peak, xla_mem, device):
       "peak_memory_bytes": peak_memory(device),
       "xla_memory_bytes": xla_mem,
       "cpu_s_per_call": cpu_per_call,
+      "dispatch_ms_median": 1e3 * _percentile(dispatch, 50),
   }
 
 
@@ -235,7 +243,7 @@ def bench_train(config, batch: int, warmup: int, iters: int, peak=None):
 
 
 def run(config, batches, train_batches=(), warmup: int = 3, iters: int = 20,
-        config_name: str = "") -> dict:
+        config_name: str = "", command: str = "") -> dict:
   """All measurements as one JSON-able dict."""
   from dfl_jax.model import init_variables  # pylint: disable=import-outside-toplevel
   dtype = config.model.get("dtype", "float32")
@@ -243,7 +251,7 @@ def run(config, batches, train_batches=(), warmup: int = 3, iters: int = 20,
   peak = peak_flops(facts["device_kind"], dtype)
   model, variables = init_variables(config, jax.random.key(0))
   result = {
-      "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]) if sys.argv else "",
+      "command": command,
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "config": config_name, "dtype": dtype, "image_size": int(config.data.image_size),
       "params": int(sum(x.size for x in jax.tree.leaves(variables["params"]))),
@@ -280,6 +288,8 @@ def _fmt(value, kind):
     return "n/a"
   if kind == "int":
     return f"{value:,.0f}"
+  if kind == "rate":
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
   if kind == "ms":
     return f"{value:.2f}" if value < 100 else f"{value:.0f}"
   if kind == "s":
@@ -297,7 +307,7 @@ def _fmt(value, kind):
   return str(value)
 
 
-COLUMNS = (("batch", "batch", "int"), ("images_per_s", "images/s", "int"),
+COLUMNS = (("batch", "batch", "int"), ("images_per_s", "images/s", "rate"),
            ("latency_ms_median", "latency ms (median)", "ms"),
            ("latency_ms_p90", "latency ms (p90)", "ms"), ("compile_s", "compile s", "s"),
            ("flops_per_image", "GFLOP/image", "gflop"),
@@ -305,7 +315,8 @@ COLUMNS = (("batch", "batch", "int"), ("images_per_s", "images/s", "int"),
            ("fraction_of_peak", "of peak", "pct"),
            ("peak_memory_bytes", "peak device MiB", "mib"),
            ("xla_memory_bytes", "XLA buffers MiB", "mib"),
-           ("cpu_s_per_call", "host CPU ms/call", "cpu_ms"))
+           ("cpu_s_per_call", "host CPU ms/call", "cpu_ms"),
+           ("dispatch_ms_median", "dispatch ms", "ms"))
 
 
 def to_markdown(result: dict) -> str:
@@ -314,6 +325,8 @@ def to_markdown(result: dict) -> str:
   where = d["device_kind"] + (f" ({d['cpu']}, {d['cores']} cores)" if d.get("cpu") else "")
   if d.get("compute_capability"):
     where += f", compute capability {d['compute_capability']}"
+  if d.get("load_average_1min") is not None:  # a shared CPU: how busy it was at the start
+    where += f", load average {d['load_average_1min']:.1f}"
   lines = [f"**{result['config'] or 'config'}**, {result['image_size']}x{result['image_size']}, "
            f"{result['dtype']}, {result['params']:,} parameters, on {d['num_devices']} x {where}; "
            f"jax {result['versions']['jax']}; peak "
@@ -374,7 +387,9 @@ def main(argv):
     config.data.image_size = FLAGS.image_size
   train_batches = (_ints(FLAGS.train_batch) or [config.train.batch_size]) if FLAGS.train else []
   name = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "")
-  result = run(config, _ints(FLAGS.batch), train_batches, FLAGS.warmup, FLAGS.iters, name)
+  command = " ".join(["python -m dfl_jax.bench"] + sys.argv[1:])
+  result = run(config, _ints(FLAGS.batch), train_batches, FLAGS.warmup, FLAGS.iters, name,
+               command)
   paths = write(result, FLAGS.out)
   print(to_markdown(result))
   print(f"wrote {paths['json']} and {paths['markdown']}")

@@ -6,7 +6,7 @@ from dfl_jax import bench
 
 ROW_KEYS = {"batch", "compile_s", "latency_ms_median", "latency_ms_p90", "images_per_s",
             "flops_per_image", "achieved_flops_per_s", "fraction_of_peak", "peak_memory_bytes",
-            "xla_memory_bytes", "cpu_s_per_call"}
+            "xla_memory_bytes", "cpu_s_per_call", "dispatch_ms_median"}
 
 
 def test_bench_tiny_writes_json_and_markdown(tmp_path):
