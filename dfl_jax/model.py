@@ -192,8 +192,12 @@ INIT_COMPILER_OPTIONS = {"cpu": {"xla_backend_optimization_level": 0}}
 
 
 @functools.cache
-def _jitted_init(backend: str):
-  """One jit of ``model.init`` per backend, the model static: equal models compile once."""
+def _jitted_init(backend: str | None):
+  """One jit of ``model.init`` per backend, the model static: equal models compile once.
+
+  ``backend=None`` is for a call inside a trace (e.g. ``jax.eval_shape``), where a nested jit
+  may not carry compiler options.
+  """
   return jax.jit(lambda model, rng, images: model.init({"params": rng}, images, train=False),
                  static_argnums=0, compiler_options=INIT_COMPILER_OPTIONS.get(backend))
 
@@ -209,7 +213,8 @@ def init_variables(config, rng, batch_size: int = 1):
   model = create_model(config.model, pretrained_backbone=bool(path))
   size = config.data.image_size
   images = jnp.zeros((batch_size, size, size, 3), jnp.float32)
-  variables = _jitted_init(jax.default_backend())(model, rng, images)
+  traced = isinstance(images, jax.core.Tracer)  # zeros are staged only inside a trace
+  variables = _jitted_init(None if traced else jax.default_backend())(model, rng, images)
   if path:
     from dfl_jax import convert_resnet  # pylint: disable=import-outside-toplevel
     variables = convert_resnet.merge_backbone(variables, convert_resnet.load_backbone(path))
