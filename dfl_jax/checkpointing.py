@@ -247,7 +247,9 @@ class Checkpointer:
     """(step, state, metrics) of ``step``, shaped and sharded like ``target``.
 
     ``target``: the current state or its abstract form (``jax.ShapeDtypeStruct`` leaves).
-    Raises CorruptCheckpointError when the step is partial, unreadable or altered.
+    Raises CorruptCheckpointError when the step is partial, unreadable or altered, and
+    CheckpointError when it is intact but holds another tree than ``target`` (a changed model
+    configuration or state layout); restore_latest stops on the latter and moves nothing.
     """
     step = int(step)
     self.wait()  # a step still being written is not readable yet
@@ -261,6 +263,12 @@ class Checkpointer:
         error = CorruptCheckpointError("another process could not restore it")
       if isinstance(error, CorruptCheckpointError):
         raise error
+      if "tree structures do not match" in str(error):  # intact, but not this run's state
+        raise CheckpointError(
+            f"checkpoint step {step} in {self.directory} holds a different training state "
+            f"than this run builds (another model configuration or dfl-jax version): "
+            f"{_reason(error)}. Use the configuration it was trained with (WORKDIR/config.json) "
+            f"or a new workdir; the checkpoint is left as it is.") from error
       raise CorruptCheckpointError(_reason(error)) from error
     self._written.add(step)
     return result

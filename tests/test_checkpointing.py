@@ -206,11 +206,14 @@ def test_no_usable_checkpoint_raises_and_keeps_them(tmp_path, caplog):
 
 
 def test_wrong_target_moves_nothing(tmp_path):
+  """A target of another structure (changed model config or state layout) is not corruption:
+  the newest step's message says so, and every step stays where it is."""
   save_steps(tmp_path, [1, 2])
   with Checkpointer(tmp_path) as ckpt:
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=r"step 2 .*different training state"):
       ckpt.restore_latest({"something": jnp.zeros((3,))})
     assert ckpt.all_steps() == [1, 2]
+  assert not (tmp_path / "quarantine").exists()
 
 
 def wait_for(predicate, seconds=5.0):
