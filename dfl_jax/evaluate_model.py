@@ -20,7 +20,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from dfl_jax import checkpointing, evaluate, train
 
 
-def _restore(config, workdir, checkpoint, target):
+def restore_run(workdir, checkpoint, target):
+  """(step, state): the step folder ``checkpoint``, or the latest checkpoint of ``workdir``."""
   if checkpoint:
     path = pathlib.Path(checkpoint)
     if not path.name.isdigit():
@@ -48,7 +49,7 @@ def evaluate_model(config, workdir, checkpoint=None, split=None, out_dir=None) -
   mesh = train.make_mesh()
   tx = train.create_optimizer(config, steps_per_epoch=1)
   model, target = train.create_train_state(config, jax.random.key(config.seed), tx)
-  step, state = _restore(config, workdir, checkpoint, target)
+  step, state = restore_run(workdir, checkpoint, target)
   state = jax.device_put(state, NamedSharding(mesh, P()))
 
   info = input_pipeline.dataset_info(config)

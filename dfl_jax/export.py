@@ -124,11 +124,8 @@ def export(net, out_dir, fmt: str = "auto") -> dict:
 
 
 def define_flags():
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_string("workdir", None, "Training workdir: its latest checkpoint and config.json.")
-  flags.DEFINE_string("checkpoint", None, "A step folder WORKDIR/checkpoints/STEP.")
-  config_flags.DEFINE_config_file("config", None, "Configuration the checkpoint was trained "
-                                  "with (default: WORKDIR/config.json).", lock_config=False)
+  from dfl_jax import inference  # pylint: disable=import-outside-toplevel
+  inference.define_run_flags()
   flags.DEFINE_string("out", None, "Output folder.")
   flags.DEFINE_enum("format", "auto", list(FORMATS), "Export format.")
 

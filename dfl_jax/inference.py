@@ -128,6 +128,16 @@ def abstract_train_state(config):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
 
 
+def define_run_flags():
+  """--workdir, --checkpoint and --config: which trained run to load (``load_model``)."""
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("workdir", None, "Training workdir: its latest checkpoint and config.json.")
+  flags.DEFINE_string("checkpoint", None, "A step folder WORKDIR/checkpoints/STEP.")
+  config_flags.DEFINE_config_file("config", None, "Configuration the checkpoint was trained "
+                                  "with (default: WORKDIR/config.json).", lock_config=False)
+
+
 def load_model(workdir=None, checkpoint=None, config=None) -> LoadedModel:
   """Restores the latest checkpoint of WORKDIR/checkpoints or the step folder ``checkpoint``.
 
@@ -145,8 +155,8 @@ def load_model(workdir=None, checkpoint=None, config=None) -> LoadedModel:
     if not checkpoint.is_dir():
       raise FileNotFoundError(f"--checkpoint {checkpoint}: no such folder")
   run_dir = workdir or pathlib.Path(checkpoint).parent.parent
-  step, state = evaluate_model._restore(  # pylint: disable=protected-access
-      config, run_dir, checkpoint and str(checkpoint), abstract_train_state(config))
+  step, state = evaluate_model.restore_run(
+      run_dir, checkpoint and str(checkpoint), abstract_train_state(config))
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   path = checkpoint or pathlib.Path(workdir).resolve() / "checkpoints" / str(step)
   return LoadedModel(model, variables, config, int(step), str(path))
@@ -255,10 +265,6 @@ def camera_for(image_wh, focal=None, princpt=None,
   return Camera(focal, princpt, float(root_depth_mm), True)
 
 
-def _sigmoid(x):
-  return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
-
-
 def decode(out: dict, crop: Crop, camera: Camera, image_size: int) -> dict:
   """One example's outputs -> JSON-ready dict (see ``predict``'s module docstring).
 
@@ -271,9 +277,8 @@ def decode(out: dict, crop: Crop, camera: Camera, image_size: int) -> dict:
   rel_root_mm = (float(train.depth_units_to_mm(out["rel_root_depth"]))
                  if "rel_root_depth" in out else 0.0)
   roots = np.array([camera.root_depth_mm, camera.root_depth_mm + rel_root_mm])
-  # The depth head's units are 256 whatever the input size (transforms.depth_target).
   cam = metrics.crop_to_camera(uvd, crop.affine, camera.focal, camera.princpt, roots,
-                               image_size=train.DEPTH_UNITS)
+                               depth_units=train.DEPTH_UNITS)
   rel = metrics.root_align(cam)
   result = {
       "image_size": list(crop.image_wh),
@@ -294,7 +299,7 @@ def decode(out: dict, crop: Crop, camera: Camera, image_size: int) -> dict:
       },
   }
   if "hand_presence_logits" in out:
-    p = _sigmoid(out["hand_presence_logits"])
+    p = metrics.sigmoid(out["hand_presence_logits"])
     result["hand_presence"] = {"right": float(p[0]), "left": float(p[1])}
   result["_cam_view_mm"] = cam  # for the 3D figure; dropped before writing
   return result

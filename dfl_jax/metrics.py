@@ -46,12 +46,12 @@ _ROOT_OF = np.array([RIGHT_WRIST] * 21 + [LEFT_WRIST] * 21)
 _HAND_OF = np.array([0] * 21 + [1] * 21)
 
 
-def crop_to_camera(joints_uvd, affine, focal, princpt, root_depth_mm, image_size=256,
+def crop_to_camera(joints_uvd, affine, focal, princpt, root_depth_mm, depth_units=256.0,
                    depth_range_mm=400.0):
   """2.5D predictions to camera coordinates in mm (official evaluate's back-projection).
 
-  joints_uvd: [..., 42, 3]: x, y in crop pixels, ``z = (d_rel / (range/2) + 1) / 2 * size`` with
-    d_rel relative to that hand's wrist; affine: [..., 3, 3] (or [..., 2, 3]) image -> crop
+  joints_uvd: [..., 42, 3]: x, y in crop pixels, ``z = (d_rel / (range/2) + 1) / 2 * units``
+    with d_rel relative to that hand's wrist and ``depth_units`` (256) whatever the input size; affine: [..., 3, 3] (or [..., 2, 3]) image -> crop
     pixels, inverted here (official ``trans_point2d(pt, inv_trans)``); focal, princpt: [..., 2];
     root_depth_mm: [..., 2] camera Z of the right and left wrist (GT in the official protocol).
   Returns [..., 42, 3]: ``Z = d_rel + root``, ``X = (u - cx) Z / fx``, ``Y = (v - cy) Z / fy``.
@@ -67,7 +67,7 @@ def crop_to_camera(joints_uvd, affine, focal, princpt, root_depth_mm, image_size
   xy1 = np.concatenate([uvd[..., :2], np.ones_like(uvd[..., :1])], axis=-1)
   image = np.einsum("...ij,...kj->...ki", inverse, xy1)
   image = image[..., :2] / image[..., 2:3]
-  d_rel = (uvd[..., 2] / float(image_size) * 2.0 - 1.0) * (depth_range_mm / 2.0)
+  d_rel = (uvd[..., 2] / float(depth_units) * 2.0 - 1.0) * (depth_range_mm / 2.0)
   root = np.asarray(root_depth_mm, np.float64)[..., _HAND_OF]
   depth = d_rel + root
   focal = np.asarray(focal, np.float64)[..., None, :]
@@ -126,7 +126,7 @@ def hand_type_ids(hand_type):
   return np.array(ids, np.int64).reshape(np.shape(hand_type))
 
 
-def _sigmoid(x):
+def sigmoid(x):
   return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float64)))
 
 
@@ -231,7 +231,7 @@ class OfficialMetrics:
         self.mrrpe_count += int(rows.sum())
 
     if presence_logits is not None:
-      prob = _sigmoid(np.asarray(presence_logits, np.float64).reshape(n, 2))
+      prob = sigmoid(np.asarray(presence_logits, np.float64).reshape(n, 2))
       type_valid = (np.ones(n, bool) if hand_type_valid is None
                     else np.asarray(hand_type_valid, np.float64).reshape(n) > 0)
       rows = keep & type_valid
@@ -290,5 +290,5 @@ class OfficialMetrics:
 
 __all__ = [
     "HAND_TYPE_IDS", "OfficialMetrics", "PCK_THRESHOLDS_MM", "PROTOCOL", "auc",
-    "crop_to_camera", "hand_type_ids", "joint_errors", "pck_curve", "root_align",
+    "crop_to_camera", "hand_type_ids", "joint_errors", "pck_curve", "root_align", "sigmoid",
 ]

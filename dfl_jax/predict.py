@@ -315,11 +315,8 @@ def _flush(pending, predictor, net, out_dir, attention_joints, presence_threshol
 # ------------------------------------------------------------------ command line
 
 def define_flags():
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  flags.DEFINE_string("workdir", None, "Training workdir: its latest checkpoint and config.json.")
-  flags.DEFINE_string("checkpoint", None, "A step folder WORKDIR/checkpoints/STEP.")
-  config_flags.DEFINE_config_file("config", None, "Configuration the checkpoint was trained "
-                                  "with (default: WORKDIR/config.json).", lock_config=False)
+  from dfl_jax import inference  # pylint: disable=import-outside-toplevel
+  inference.define_run_flags()
   flags.DEFINE_multi_string("input", None, "Image, folder or video; repeat for several.")
   flags.DEFINE_string("out", None, "Output folder.")
   flags.DEFINE_string("bbox", None, "Hand box x,y,w,h in image pixels (both hands), or a JSON "

@@ -208,7 +208,7 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None):
     gt_cam = rows["joint_cam"]
     root_depth = gt_cam[:, [20, 41], 2]
     pred_cam = metrics.crop_to_camera(rows["pred_joints"], rows["affine"], rows["focal"],
-                                      rows["princpt"], root_depth, image_size=DEPTH_UNITS)
+                                      rows["princpt"], root_depth, depth_units=DEPTH_UNITS)
     rel_root = (depth_units_to_mm(rows["pred_rel_root_depth"])
                 if "pred_rel_root_depth" in rows else None)
     presence = rows.get("pred_hand_presence_logits")
