@@ -207,7 +207,11 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None):
               for k, v in rows.items()}
     gt_cam = rows["joint_cam"]
     root_depth = gt_cam[:, [20, 41], 2]
-    pred_cam = metrics.crop_to_camera(rows["pred_joints"], rows["affine"], rows["focal"],
+    # Padding rows (mask 0, all zeros) of a split that does not fill its last batch have a
+    # singular affine: give them the identity (they are not scored).
+    affine = np.where((rows["mask"] > 0)[:, None, None], rows["affine"],
+                      np.eye(*rows["affine"].shape[-2:], dtype=rows["affine"].dtype))
+    pred_cam = metrics.crop_to_camera(rows["pred_joints"], affine, rows["focal"],
                                       rows["princpt"], root_depth, depth_units=DEPTH_UNITS)
     rel_root = (depth_units_to_mm(rows["pred_rel_root_depth"])
                 if "pred_rel_root_depth" in rows else None)
