@@ -14,6 +14,22 @@ multi-head attention on the concatenated features with block-diagonal projection
 
 With ``p=None`` the module is ordinary multi-head attention on one (fused) feature type, which the
 non-decoupled baselines of Table 1 use.
+
+Fused kernel. When the attention logits are not asked for (training, inference without figures),
+the same numbers come from ONE call of ``jax.nn.dot_product_attention``: per head the query is
+``[Q_a / sqrt(d_a), Q_p / sqrt(d_p)]``, the key ``[K_a, K_p]`` and the value ``[V_a, V_p]``
+(concatenated on the head dimension, scale 1), so Q K^T is exactly the 'both' logits and the one
+softmax aggregates both value types, which are split again afterwards. That is the memory-lean
+flash-attention form on GPUs (cuDNN; XLA elsewhere), instead of materialising [B, H, Q, K]
+logits per type. ``implementation`` picks it: 'explicit' (the einsum reference above), 'xla'
+(the fused form through XLA), 'cudnn', or 'auto': cuDNN on an Ampere-or-newer GPU in bfloat16 or
+float16 (cuDNN's flash attention has no float32 and no Volta kernels), XLA on other GPUs and on
+TPUs, explicit on CPUs (see ``resolve_implementation``). Shapes the
+fused call cannot take (query/key head width unequal to the value's, as in the single-relation
+ablations) use the explicit path. ``tests/test_attention.py`` checks the two paths agree.
+
+Keys and values with batch 1 (the position features, which do not depend on the image) are
+projected once and broadcast to the queries' batch, instead of being projected per image.
 """
 
 from typing import Any, Optional
@@ -23,6 +39,30 @@ import jax
 import jax.numpy as jnp
 
 RELATIONS = ("appearance", "position", "both")
+IMPLEMENTATIONS = ("auto", "explicit", "xla", "cudnn")
+
+
+def resolve_implementation(implementation: str, dtype, device=None) -> str:
+  """'auto' -> 'cudnn' on an sm_80+ GPU for bfloat16/float16, else 'xla'; others unchanged."""
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got "
+                     f"{implementation!r}")
+  if implementation != "auto":
+    return implementation
+  device = device or jax.devices()[0]
+  half = jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+  if device.platform == "gpu":
+    try:
+      major = int(str(getattr(device, "compute_capability", "0")).split(".")[0])
+    except ValueError:
+      major = 0
+    return "cudnn" if half and major >= 8 else "xla"
+  # XLA:CPU has no F16_F16_F32 dot (the fused form's float16 gradient fails there) and gains
+  # nothing from the fused form (measured: 237 vs 236-239 ms a configs/tiny.py step); TPUs
+  # have no float16 either.
+  if device.platform == "tpu" and jnp.dtype(dtype) != jnp.float16:
+    return "xla"
+  return "explicit"
 
 
 def _proj(heads, head_dim, name, dtype):
@@ -56,9 +96,12 @@ class DecoupledAttention(nn.Module):
   inner_p: int = 256
   relation: str = "both"
   dtype: Any = jnp.float32
+  implementation: str = "auto"
 
   @nn.compact
-  def __call__(self, q_a, q_p, kv_a, kv_p, mask: Optional[jax.Array] = None):
+  def __call__(self, q_a, q_p, kv_a, kv_p, mask: Optional[jax.Array] = None,
+               return_logits: bool = True):
+    """``return_logits=False`` allows the fused kernel; ``parts`` are then both None."""
     if self.relation not in RELATIONS:
       raise ValueError(f"relation must be one of {RELATIONS}, got {self.relation!r}")
     decoupled = q_p is not None
@@ -68,25 +111,43 @@ class DecoupledAttention(nn.Module):
     if self.inner_a % h or (decoupled and self.inner_p % h):
       raise ValueError(f"inner widths {self.inner_a}/{self.inner_p} must divide by {h} heads")
     da, dp = self.inner_a // h, self.inner_p // h
+    batch = q_a.shape[0]
 
+    def project(x, width, name):  # a batch-1 input is projected once, then broadcast
+      y = _proj(h, width, name, self.dtype)(x)
+      return jnp.broadcast_to(y, (batch,) + y.shape[1:])
+
+    q = {"a": _proj(h, da, "query_a", self.dtype)(q_a) if use_a else None,
+         "p": _proj(h, dp, "query_p", self.dtype)(q_p) if use_p else None}
+    k = {"a": project(kv_a, da, "key_a") if use_a else None,
+         "p": project(kv_p, dp, "key_p") if use_p else None}
+    v = {"a": project(kv_a, da, "value_a"),
+         "p": project(kv_p, dp, "value_p") if decoupled else None}
+    qk_width = da * use_a + dp * use_p
+    v_width = da + dp * decoupled
+    impl = resolve_implementation(self.implementation, self.dtype)
     parts = {"appearance": None, "position": None}
-    if use_a:
-      parts["appearance"] = head_logits(_proj(h, da, "query_a", self.dtype)(q_a),
-                                        _proj(h, da, "key_a", self.dtype)(kv_a))
-    if use_p:
-      parts["position"] = head_logits(_proj(h, dp, "query_p", self.dtype)(q_p),
-                                      _proj(h, dp, "key_p", self.dtype)(kv_p))
-    logits = sum(v for v in parts.values() if v is not None)
-    if mask is not None:
-      logits = jnp.where(mask, logits, -1e9)
-    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)  # [B, H, Q, K]
-
-    def aggregate(kv, width, inner, suffix):
-      v = _proj(h, inner // h, f"value_{suffix}", self.dtype)(kv)
-      return _out(width, f"out_{suffix}", self.dtype)(jnp.einsum("bhqk,bkhd->bqhd", weights, v))
-
-    out_a = aggregate(kv_a, q_a.shape[-1], self.inner_a, "a")
-    out_p = aggregate(kv_p, q_p.shape[-1], self.inner_p, "p") if decoupled else None
+    if return_logits or impl == "explicit" or qk_width != v_width:
+      if use_a:
+        parts["appearance"] = head_logits(q["a"], k["a"])
+      if use_p:
+        parts["position"] = head_logits(q["p"], k["p"])
+      logits = sum(x for x in parts.values() if x is not None)
+      if mask is not None:
+        logits = jnp.where(mask, logits, -1e9)
+      weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)  # [B, H, Q, K]
+      agg = {t: jnp.einsum("bhqk,bkhd->bqhd", weights, x) for t, x in v.items() if x is not None}
+    else:
+      scaled = [(q[t] / jnp.sqrt(float(q[t].shape[-1]))).astype(self.dtype)
+                for t in ("a", "p") if q[t] is not None]
+      fused = jax.nn.dot_product_attention(
+          jnp.concatenate(scaled, axis=-1),
+          jnp.concatenate([k[t].astype(self.dtype) for t in ("a", "p") if k[t] is not None], -1),
+          jnp.concatenate([v[t].astype(self.dtype) for t in ("a", "p") if v[t] is not None], -1),
+          mask=mask, scale=1.0, implementation=None if impl == "xla" else impl)
+      agg = {"a": fused[..., :da], "p": fused[..., da:] if decoupled else None}
+    out_a = _out(q_a.shape[-1], "out_a", self.dtype)(agg["a"])
+    out_p = _out(q_p.shape[-1], "out_p", self.dtype)(agg["p"]) if decoupled else None
     return out_a, out_p, parts
 
 

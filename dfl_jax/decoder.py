@@ -103,6 +103,8 @@ def sublayer_input(x, name, pre_norm):
 class InitialAggregation(nn.Module):
   """Eq. (1)-(2): J^a_0 = A F^a, J^p_0 = A F^p with A = softmax(Q F^T / sqrt(C)).
 
+  F^p may have batch 1 (position features do not depend on the image; see DFL).
+
   ``relation`` selects what the learnable queries match (Table 2, 'Initialization'):
   'appearance' (DFL: Q^a against F^a), 'position' (Q^p against F^p) or 'both' (summed logits).
   """
@@ -117,14 +119,16 @@ class InitialAggregation(nn.Module):
     if self.relation in ("appearance", "both"):
       q = self.param("query_a", init, (self.num_joints, f_a.shape[-1]), jnp.float32)
       logits += jnp.einsum("jc,bkc->bjk", q, f_a.astype(jnp.float32)) / jnp.sqrt(f_a.shape[-1])
-    if self.relation in ("position", "both"):
+    if self.relation in ("position", "both"):  # f_p may have batch 1: broadcast by the sum
       q = self.param("query_p", init, (self.num_joints, f_p.shape[-1]), jnp.float32)
       logits += jnp.einsum("jc,bkc->bjk", q, f_p.astype(jnp.float32)) / jnp.sqrt(f_p.shape[-1])
+      logits = jnp.broadcast_to(logits, (f_a.shape[0],) + logits.shape[1:])
     if self.relation not in ("appearance", "position", "both"):
       raise ValueError(f"init_relation must be appearance|position|both, got {self.relation!r}")
     weights = nn.softmax(logits, axis=-1).astype(f_a.dtype)  # [B, 2J, K]
-    return (jnp.einsum("bjk,bkc->bjc", weights, f_a),
-            jnp.einsum("bjk,bkc->bjc", weights, f_p), weights)
+    j_p = (jnp.einsum("bjk,kc->bjc", weights, f_p[0]) if f_p.shape[0] == 1 != f_a.shape[0]
+           else jnp.einsum("bjk,bkc->bjc", weights, f_p))
+    return jnp.einsum("bjk,bkc->bjc", weights, f_a), j_p, weights
 
 
 class JointHead(nn.Module):
@@ -170,6 +174,7 @@ class DecoupledDecoder(nn.Module):
   ji_relation: str = "both"
   regression_features: str = "position"
   pre_norm: bool = True
+  attention_implementation: str = "auto"   # attention.py: auto | explicit | xla | cudnn
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -187,15 +192,17 @@ class DecoupledDecoder(nn.Module):
         x_a, x_p = pre(j_a, f"jj{t}_norm_a"), pre(j_p, f"jj{t}_norm_p")
         u_a, u_p, parts = DecoupledAttention(
             self.num_heads, self.attn_dim, self.attn_dim, self.jj_relation, self.dtype,
-            name=f"jj{t}")(x_a, x_p, x_a, x_p)
+            self.attention_implementation, name=f"jj{t}")(
+                x_a, x_p, x_a, x_p, return_logits=return_attention)
         j_a, j_p = res(f"jj{t}_a")(j_a, u_a, train), res(f"jj{t}_p")(j_p, u_p, train)
         if return_attention:
           attn["jj"].append(attention_maps(parts))
       # J-I: decoupled joints-image attention at scale s (Sec. 3.3.3, supplement Eq. 1-3).
       u_a, u_p, parts = DecoupledAttention(
           self.num_heads, self.attn_dim, self.attn_dim, self.ji_relation, self.dtype,
-          name=f"ji{t}")(pre(j_a, f"ji{t}_norm_a"), pre(j_p, f"ji{t}_norm_p"),
-                         _flatten(f_a[s]), _flatten(f_p[s]))
+          self.attention_implementation, name=f"ji{t}")(
+              pre(j_a, f"ji{t}_norm_a"), pre(j_p, f"ji{t}_norm_p"), _flatten(f_a[s]),
+              _flatten(f_p[s]), return_logits=return_attention)
       j_a, j_p = res(f"ji{t}_a")(j_a, u_a, train), res(f"ji{t}_p")(j_p, u_p, train)
       if return_attention:
         hw = f_a[s].shape[1:3]
@@ -206,7 +213,7 @@ class DecoupledDecoder(nn.Module):
     j_a, j_p = pre(j_a, "final_norm_a"), pre(j_p, "final_norm_p")
     if self.use_spr:
       j_p = SpatialPositionRefinement(self.spr_layers, self.num_heads, self.dtype,
-                                      name="spr")(j_p)
+                                      self.attention_implementation, name="spr")(j_p)
     joints = JointHead(input_hw, name="head_final")(_select(j_a, j_p, self.regression_features))
     out = {"joints": joints, "joints_iterations": _stack(iterations, joints),
            "joint_features": jnp.concatenate([j_a, j_p.astype(j_a.dtype)], axis=-1)}
@@ -228,6 +235,7 @@ class FusedDecoder(nn.Module):
   use_spr: bool = True
   spr_layers: int = 1
   pre_norm: bool = True
+  attention_implementation: str = "auto"
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -245,14 +253,18 @@ class FusedDecoder(nn.Module):
     for t, s in enumerate(scales):
       if self.use_jj:
         x = pre(j, f"jj{t}_norm")
-        u, _, parts = DecoupledAttention(self.num_heads, self.width, dtype=self.dtype,
-                                         name=f"jj{t}")(x, None, x, None)
+        u, _, parts = DecoupledAttention(
+            self.num_heads, self.width, dtype=self.dtype,
+            implementation=self.attention_implementation, name=f"jj{t}")(
+                x, None, x, None, return_logits=return_attention)
         j = res(f"jj{t}_res")(j, u, train)
         if return_attention:
           attn["jj"].append(attention_maps(parts))
       tokens = _flatten(proj(f_a[s]) + f_p[s].astype(self.dtype))
-      u, _, parts = DecoupledAttention(self.num_heads, self.width, dtype=self.dtype,
-                                       name=f"ji{t}")(pre(j, f"ji{t}_norm"), None, tokens, None)
+      u, _, parts = DecoupledAttention(
+          self.num_heads, self.width, dtype=self.dtype,
+          implementation=self.attention_implementation, name=f"ji{t}")(
+              pre(j, f"ji{t}_norm"), None, tokens, None, return_logits=return_attention)
       j = res(f"ji{t}_res")(j, u, train)
       if return_attention:
         hw = f_a[s].shape[1:3]
@@ -261,7 +273,8 @@ class FusedDecoder(nn.Module):
       iterations.append(JointHead(input_hw, name=f"head{t}")(pre(j, f"head{t}_norm")))
     j = pre(j, "final_norm")
     if self.use_spr:
-      j = SpatialPositionRefinement(self.spr_layers, self.num_heads, self.dtype, name="spr")(j)
+      j = SpatialPositionRefinement(self.spr_layers, self.num_heads, self.dtype,
+                                    self.attention_implementation, name="spr")(j)
     joints = JointHead(input_hw, name="head_final")(j)
     out = {"joints": joints, "joints_iterations": _stack(iterations, joints),
            "joint_features": j}

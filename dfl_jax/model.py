@@ -98,6 +98,8 @@ class DFL(nn.Module):
   regression_features: str = "position"
   pre_norm: bool = True
   pooled_hidden: int = 1024
+  # Speed only (same numbers): attention kernel, see attention.py.
+  attention_implementation: str = "auto"
   # Extensions.
   hand_heads: bool = True
   dtype: Any = jnp.float32
@@ -129,14 +131,16 @@ class DFL(nn.Module):
       f_a = [jnp.concatenate([x, p.astype(x.dtype)], axis=-1) for x, p in zip(levels, probs)]
     else:
       f_a = levels
+    # F^p does not depend on the image: batch 1, projected once by the decoder's attention
+    # and broadcast there (not B times).
     position = PositionFeatures(self.position_features, dtype=self.dtype, name="position")
-    f_p = [jnp.broadcast_to(position(*x.shape[1:3]), x.shape[:3] + (self.position_features,))
-           for x in levels]
+    f_p = [position(*x.shape[1:3]) for x in levels]  # each [1, h, w, C_P]
 
     kw = dict(num_iterations=self.num_iterations, num_heads=self.num_heads,
               dim_ff=self.dim_ff, dropout=self.dropout, multi_scale=self.multi_scale,
               use_jj=self.use_jj, use_spr=self.use_spr, spr_layers=self.spr_layers,
-              pre_norm=self.pre_norm, dtype=self.dtype, name="decoder")
+              pre_norm=self.pre_norm, attention_implementation=self.attention_implementation,
+              dtype=self.dtype, name="decoder")
     if self.decoder == "decoupled":
       dec = DecoupledDecoder(attn_dim=self.attn_dim, init_relation=self.init_relation,
                              jj_relation=self.jj_relation, ji_relation=self.ji_relation,

@@ -42,6 +42,7 @@ class SpatialPositionRefinement(nn.Module):
   num_layers: int = 1
   num_heads: int = 8
   dtype: Any = jnp.float32
+  attention_implementation: str = "auto"
 
   @nn.compact
   def __call__(self, j_p):
@@ -52,6 +53,8 @@ class SpatialPositionRefinement(nn.Module):
       g = SkeletonGraphConv(c, self.dtype, name=f"gcn{i}_1")(g)
       j_p = nn.LayerNorm(dtype=self.dtype, name=f"gcn{i}_norm")(j_p + g)
       att, _, _ = DecoupledAttention(self.num_heads, inner_a=c, dtype=self.dtype,
-                                     name=f"attention{i}")(j_p, None, j_p, None)
+                                     implementation=self.attention_implementation,
+                                     name=f"attention{i}")(j_p, None, j_p, None,
+                                                           return_logits=False)
       j_p = nn.LayerNorm(dtype=self.dtype, name=f"attention{i}_norm")(j_p + att)
     return j_p
