@@ -12,6 +12,8 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["dfl_jax", "dfl_jax.*", "input_pipeline",
                                     "input_pipeline.*"]),
+    # Shipped weights (dfl_jax/pretrained_encoder.py): the tiny encoder of configs/tiny.py.
+    package_data={"dfl_jax": ["assets/*.npz"]},
     install_requires=[
         "jax>=0.7",
         "flax>=0.11",

@@ -78,6 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
       lr_decay_factor=0.1,
       grad_clip_norm=0.1,             # 0 disables (see dfl_jax/train.py)
       backbone_init="",               # directory written by `python -m dfl_jax.convert_resnet`
+      encoder_init="",                # .npz written by `python -m dfl_jax.pretrained_encoder`
       num_steps=0,                    # > 0 overrides num_epochs
       log_every_steps=50,
       eval_every_steps=0,             # 0: once an epoch

@@ -48,7 +48,8 @@ def evaluate_model(config, workdir, checkpoint=None, split=None, out_dir=None) -
   split = split or config.data.get("eval_split", "test")
   mesh = train.make_mesh()
   tx = train.create_optimizer(config, steps_per_epoch=1)
-  model, target = train.create_train_state(config, jax.random.key(config.seed), tx)
+  model, target = train.create_train_state(train.restore_config(config),
+                                           jax.random.key(config.seed), tx)
   step, state = restore_run(workdir, checkpoint, target)
   state = jax.device_put(state, NamedSharding(mesh, P()))
 

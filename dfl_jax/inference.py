@@ -108,17 +108,6 @@ def load_config(workdir=None, checkpoint=None) -> ml_collections.ConfigDict:
       raise ValueError(f"{path}: not valid JSON ({e})") from e
 
 
-def _inference_config(config):
-  """The config with BatchNorm's mode resolved and no backbone file to read (same shapes)."""
-  config = ml_collections.ConfigDict(config.to_dict())
-  backbone = config.get("train", {}).get("backbone_init", "")
-  if config.model.get("trainable_bn") is None:
-    config.model.trainable_bn = not backbone
-  if "train" in config:
-    config.train.backbone_init = ""
-  return config
-
-
 def abstract_train_state(config):
   """The train state's shapes and dtypes (jax.ShapeDtypeStruct leaves), nothing computed."""
   tx = train.create_optimizer(config, steps_per_epoch=1)
@@ -148,7 +137,7 @@ def load_model(workdir=None, checkpoint=None, config=None) -> LoadedModel:
     raise ValueError("give a workdir or a checkpoint (WORKDIR/checkpoints/STEP)")
   if config is None:
     config = load_config(workdir, checkpoint)
-  config = _inference_config(config)
+  config = train.restore_config(config)
   model = create_model(config.model, pretrained_backbone=False)
   if checkpoint:
     checkpoint = pathlib.Path(checkpoint).resolve()

@@ -212,6 +212,9 @@ def init_variables(config, rng, batch_size: int = 1):
   When ``config.train.backbone_init`` names a directory written by
   ``python -m dfl_jax.convert_resnet``, the ResNet-50 parameters and BatchNorm statistics are
   replaced by the converted ImageNet weights (paper Sec. 3.2: a pre-trained backbone).
+  When ``config.train.encoder_init`` names a file written by ``python -m
+  dfl_jax.pretrained_encoder``, the modules it holds (backbone, FPN, part segmentation by
+  default) are replaced by its weights after that.
   """
   path = config.get("train", {}).get("backbone_init", "")
   model = create_model(config.model, pretrained_backbone=bool(path))
@@ -222,4 +225,10 @@ def init_variables(config, rng, batch_size: int = 1):
   if path:
     from dfl_jax import convert_resnet  # pylint: disable=import-outside-toplevel
     variables = convert_resnet.merge_backbone(variables, convert_resnet.load_backbone(path))
+  encoder = config.get("train", {}).get("encoder_init", "")
+  if encoder:
+    from dfl_jax import pretrained_encoder  # pylint: disable=import-outside-toplevel
+    flat, _ = pretrained_encoder.load(encoder)
+    variables = pretrained_encoder.merge(variables, flat,
+                                         source=f"config.train.encoder_init {encoder}")
   return model, variables

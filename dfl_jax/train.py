@@ -24,6 +24,7 @@ from typing import Any
 
 from absl import logging
 from clu import metric_writers
+import ml_collections
 import flax
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -72,6 +73,20 @@ def create_optimizer(config, steps_per_epoch: int):
   adam = optax.adam(create_learning_rate_fn(config, steps_per_epoch))
   clip = config.train.get("grad_clip_norm", 0.0)
   return optax.chain(optax.clip_by_global_norm(clip), adam) if clip > 0 else adam
+
+
+def restore_config(config):
+  """A copy of ``config`` for building a state to restore a checkpoint into: BatchNorm's mode
+  resolved as training resolved it, and no backbone or encoder file read (the checkpoint holds
+  every weight, so a moved or deleted initialisation file does not matter)."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  if config.model.get("trainable_bn") is None:
+    config.model.trainable_bn = not config.get("train", {}).get("backbone_init", "")
+  if "train" in config:
+    for key in ("backbone_init", "encoder_init"):
+      if key in config.train:
+        config.train[key] = ""
+  return config
 
 
 def create_train_state(config, rng, tx):

@@ -1,0 +1,162 @@
+"""Encoder weights (backbone, FPN, part segmentation) saved from one run and loaded into another.
+
+The paper (Sec. 3.2) starts from an ImageNet-pretrained ResNet-50 (``config.train.backbone_init``,
+``convert_resnet.py``). This module is the general form: a run's encoder modules exported to one
+``.npz`` file and used as the starting point of another run (``config.train.encoder_init``),
+for example an encoder pretrained on part segmentation alone, then trained with every loss.
+
+    python -m dfl_jax.pretrained_encoder --workdir=RUN [--checkpoint=RUN/checkpoints/N] \
+        --out=encoder.npz [--modules=backbone,fpn,segmentation]
+
+The file holds ``{collection}/{module}/{path}`` arrays (``params`` and ``batch_stats``) and a
+``__meta__`` JSON string (modules, source config's model section, step); it is read with
+``allow_pickle=False``. ``merge`` requires every exported leaf to exist in the new model with the
+same shape, and every leaf of the new model's exported modules to be in the file, so a file of
+another model size fails loudly with the file and the keys named.
+
+The shipped ``dfl_jax/assets/tiny_encoder_synthetic.npz`` (configs/tiny.py) was made this way:
+``configs/tiny_encoder_pretrain.py`` trains the tiny encoder on part segmentation of a synthetic
+set rendered with another seed than the quickstart's, then this module exports it.
+"""
+
+import argparse
+import json
+import logging
+import os
+import pathlib
+import sys
+from typing import Mapping, Sequence
+
+import flax
+import flax.traverse_util
+import jax
+import numpy as np
+
+DEFAULT_MODULES = ("backbone", "fpn", "segmentation")
+COLLECTIONS = ("params", "batch_stats")
+ASSETS = pathlib.Path(__file__).resolve().parent / "assets"
+
+
+def asset(name: str) -> str:
+  """Absolute path of a file shipped in ``dfl_jax/assets`` (works from any working directory)."""
+  return str(ASSETS / name)
+
+
+def extract(variables: Mapping, modules: Sequence[str] = DEFAULT_MODULES) -> dict:
+  """{'collection/module/path': np.ndarray} of ``modules`` in ``variables``."""
+  variables = flax.core.unfreeze(variables)
+  flat = {}
+  for collection in COLLECTIONS:
+    for module in modules:
+      tree = variables.get(collection, {}).get(module)
+      if tree is None:
+        if collection == "params":
+          raise ValueError(f"the model has no module {module!r} (it has "
+                           f"{sorted(variables.get('params', {}))})")
+        continue
+      for key, value in flax.traverse_util.flatten_dict(tree, sep="/").items():
+        flat[f"{collection}/{module}/{key}"] = np.asarray(jax.device_get(value))
+  return flat
+
+
+def save(path, flat: Mapping[str, np.ndarray], meta: Mapping) -> str:
+  """Writes ``flat`` and ``meta`` to ``path`` (.npz, compressed); returns the absolute path."""
+  path = pathlib.Path(path).resolve()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  arrays = dict(flat)
+  arrays["__meta__"] = np.asarray(json.dumps(dict(meta), sort_keys=True))
+  tmp = path.with_name(path.name + ".tmp.npz")
+  np.savez_compressed(tmp, **arrays)
+  os.replace(tmp, path)
+  return str(path)
+
+
+def load(path) -> tuple[dict, dict]:
+  """(flat arrays, meta) from a file written by ``save``; errors name the file."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"config.train.encoder_init: {path} does not exist (write one with "
+                            f"`python -m dfl_jax.pretrained_encoder --workdir RUN --out FILE`)")
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      flat = {k: data[k] for k in data.files}
+  except Exception as e:  # zipfile, ValueError, OSError: all mean "not our file"
+    raise ValueError(f"config.train.encoder_init: {path} is not a readable .npz of encoder "
+                     f"weights ({type(e).__name__}: {e})") from e
+  meta = json.loads(str(flat.pop("__meta__"))) if "__meta__" in flat else {}
+  return flat, meta
+
+
+def merge(variables: Mapping, flat: Mapping[str, np.ndarray], source: str = "encoder file") -> dict:
+  """Copy of ``variables`` whose exported modules are replaced by ``flat`` (dtypes kept).
+
+  A module of the file that the model does not have (the part segmentation of an ablation
+  without it, supplement Table 1) is skipped with a warning; every module both have must match
+  leaf for leaf.
+  """
+  have = set(flax.core.unfreeze(variables).get("params", {}))
+  skipped = sorted({k.split("/")[1] for k in flat} - have)
+  if skipped:
+    logging.warning("%s: module(s) %s not in this model, not loaded", source, skipped)
+    flat = {k: v for k, v in flat.items() if k.split("/")[1] in have}
+  modules = sorted({k.split("/")[1] for k in flat})
+  ours = extract(variables, modules)
+  errors = []
+  if set(flat) - set(ours):
+    errors.append(f"not in the model: {_first(set(flat) - set(ours))}")
+  if set(ours) - set(flat):
+    errors.append(f"missing from the file: {_first(set(ours) - set(flat))}")
+  for key in sorted(set(ours) & set(flat)):
+    if ours[key].shape != flat[key].shape:
+      errors.append(f"{key} has shape {flat[key].shape}, the model expects {ours[key].shape}")
+  if errors:
+    raise ValueError(f"{source} does not fit this model's {', '.join(modules)} (another model "
+                     f"configuration?): " + "; ".join(errors[:5]))
+  out = jax.tree_util.tree_map(lambda x: x, flax.core.unfreeze(variables))
+  for key, value in flat.items():
+    collection, module, rest = key.split("/", 2)
+    node = out[collection][module]
+    *parents, leaf = rest.split("/")
+    for p in parents:
+      node = node[p]
+    node[leaf] = np.asarray(value, dtype=node[leaf].dtype)
+  return out
+
+
+def _first(keys, limit=5):
+  keys = sorted(keys)
+  return ", ".join(keys[:limit]) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def export_run(workdir, out, checkpoint=None, modules: Sequence[str] = DEFAULT_MODULES) -> str:
+  """Exports ``modules`` of a trained run (latest checkpoint, or ``checkpoint``) to ``out``."""
+  from dfl_jax import evaluate_model, inference, train  # pylint: disable=import-outside-toplevel
+  config = inference.load_config(workdir, None)
+  target = inference.abstract_train_state(train.restore_config(config))
+  step, state = evaluate_model.restore_run(workdir, checkpoint, target)
+  flat = extract({"params": state.params, "batch_stats": state.batch_stats}, modules)
+  meta = {"modules": list(modules), "step": int(step), "source": str(pathlib.Path(workdir)),
+          "model": config.model.to_dict()}
+  return save(out, flat, meta)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", required=True, help="training workdir (config.json, checkpoints)")
+  parser.add_argument("--checkpoint", default=None, help="a step folder; default: the latest")
+  parser.add_argument("--out", required=True, help="output .npz")
+  parser.add_argument("--modules", default=",".join(DEFAULT_MODULES),
+                      help="top-level modules to export (comma separated)")
+  args = parser.parse_args(argv)
+  modules = tuple(m for m in args.modules.split(",") if m)
+  try:
+    path = export_run(args.workdir, args.out, args.checkpoint, modules)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"pretrained_encoder: {e}", file=sys.stderr)
+    return 1
+  print(path)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,103 @@
+"""Encoder weights exported from a run and loaded into another (config.train.encoder_init)."""
+
+import pathlib
+
+import flax.traverse_util
+import jax
+import numpy as np
+import pytest
+
+from configs import tiny
+from dfl_jax import checkpointing, model, pretrained_encoder, train
+
+
+def _config(**train_overrides):
+  config = tiny.get_config()
+  config.data.image_size = 64
+  config.train.update(train_overrides)
+  return config
+
+
+def _flat(tree):
+  return flax.traverse_util.flatten_dict(jax.device_get(tree), sep="/")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  """A 'pretraining run' (a checkpoint and its config.json) and its exported encoder file."""
+  work = tmp_path_factory.mktemp("pretrain")
+  config = _config()
+  tx = train.create_optimizer(config, 1)
+  _, state = train.create_train_state(config, jax.random.key(11), tx)
+  ckpt = checkpointing.Checkpointer(work / "checkpoints")
+  ckpt.save(5, state, force=True)
+  ckpt.close()
+  train.save_config(config, work)
+  out = pretrained_encoder.export_run(work, work / "encoder.npz")
+  return state, pathlib.Path(out)
+
+
+def test_export_then_encoder_init_copies_exactly_the_encoder(exported):
+  state, path = exported
+  flat, meta = pretrained_encoder.load(path)
+  assert meta["step"] == 5 and meta["modules"] == list(pretrained_encoder.DEFAULT_MODULES)
+  assert {k.split("/")[1] for k in flat} == {"backbone", "fpn", "segmentation"}
+  assert any(k.startswith("batch_stats/backbone/") for k in flat)  # BN statistics travel too
+
+  _, fresh = model.init_variables(_config(), jax.random.key(0))
+  _, loaded = model.init_variables(_config(encoder_init=str(path)), jax.random.key(0))
+  source, fresh_p, loaded_p = _flat(state.params), _flat(fresh["params"]), _flat(loaded["params"])
+  assert set(loaded_p) == set(fresh_p)
+  for key, value in loaded_p.items():
+    if key.split("/")[0] in ("backbone", "fpn", "segmentation"):
+      np.testing.assert_array_equal(value, source[key], err_msg=key)
+    else:  # decoder, position features, hand heads: the new run's own initialisation
+      np.testing.assert_array_equal(value, fresh_p[key], err_msg=key)
+  stats = _flat(loaded["batch_stats"])
+  for key, value in _flat(state.batch_stats).items():
+    np.testing.assert_array_equal(stats[key], value, err_msg=key)
+  assert any(not np.array_equal(source[k], fresh_p[k]) for k in source if k.startswith("fpn/"))
+
+
+def test_encoder_of_another_model_size_is_refused_naming_the_file(exported, tmp_path):
+  _, path = exported
+  config = _config(encoder_init=str(path))
+  config.model.fpn_features = 32
+  with pytest.raises(ValueError, match=r"encoder\.npz.*fpn.*shape"):
+    model.init_variables(config, jax.random.key(0))
+
+
+def test_ablation_without_segmentation_loads_backbone_and_fpn(exported):
+  """Supplement Table 1's variant without part segmentation takes the rest of the encoder."""
+  state, path = exported
+  config = _config(encoder_init=str(path))
+  config.model.part_segmentation = False
+  _, loaded = model.init_variables(config, jax.random.key(0))
+  assert "segmentation" not in loaded["params"]
+  source = _flat(state.params)
+  for key, value in _flat(loaded["params"]).items():
+    if key.startswith(("backbone/", "fpn/")):
+      np.testing.assert_array_equal(value, source[key], err_msg=key)
+
+
+def test_missing_or_foreign_file_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="nothere.npz"):
+    pretrained_encoder.load(tmp_path / "nothere.npz")
+  bad = tmp_path / "bad.npz"
+  bad.write_bytes(b"not a zip file")
+  with pytest.raises(ValueError, match="bad.npz"):
+    pretrained_encoder.load(bad)
+  assert pretrained_encoder.main(["--workdir", str(tmp_path / "empty"),
+                                  "--out", str(tmp_path / "x.npz")]) == 1
+
+
+def test_inference_does_not_read_the_encoder_file(exported, tmp_path):
+  """A trained run's config names its encoder file; loading the run for inference must not
+  need that file (the checkpoint holds every weight)."""
+  from dfl_jax import inference  # pylint: disable=import-outside-toplevel
+  config = _config(encoder_init=str(tmp_path / "moved-away.npz"))
+  state = inference.abstract_train_state(train.restore_config(config))
+  assert "backbone" in state.params
+  tx = train.create_optimizer(config, 1)
+  _, real = train.create_train_state(train.restore_config(config), jax.random.key(0), tx)
+  assert jax.tree.structure(real) == jax.tree.structure(state)
