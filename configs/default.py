@@ -82,6 +82,7 @@ def get_config() -> ml_collections.ConfigDict:
       num_steps=0,                    # > 0 overrides num_epochs
       log_every_steps=50,
       eval_every_steps=0,             # 0: once an epoch
+      eval_at_start=False,            # also evaluate the untrained model (step 0)
       checkpoint_every_steps=0,       # 0: once an epoch
       keep_checkpoints=3,
       # float16 only: dynamic loss scale, doubled after loss_scale_period finite steps.

@@ -329,6 +329,9 @@ def train_and_evaluate(config, workdir: str):
     return result
 
   t0, images_seen, last_eval = time.time(), 0, None
+  if start == 0 and config.train.get("eval_at_start", False):
+    run_eval(0)  # the untrained model's figures, to compare the end of the run with
+    t0 = time.time()
   with checkpointing.PreemptionGuard() as guard:
     step = start
     while step < num_steps:
@@ -350,7 +353,13 @@ def train_and_evaluate(config, workdir: str):
                      scalars["train/loss"], rate, eta / 60)
       if step % eval_every == 0 or step == num_steps:
         _check_finite(state, ckpt)
-        last_eval = run_eval(step)
+        try:
+          last_eval = run_eval(step)
+        except Exception:  # the step's training is not lost to a failed evaluation
+          ckpt.save(step, state, force=True)
+          ckpt.wait()
+          logging.error("evaluation at step %d failed; checkpoint %d saved", step, step)
+          raise
       # Every host must stop at the same step: sync the signal flag (cheap on one host).
       stop = guard.sync() if (jax.process_count() == 1 or step % 10 == 0) else False
       if step % ckpt_every == 0 or step == num_steps or stop:

@@ -12,8 +12,10 @@ from dfl_jax import checkpointing, model, pretrained_encoder, train
 
 
 def _config(**train_overrides):
+  """configs/tiny.py at 64 px, from scratch unless an encoder file is given."""
   config = tiny.get_config()
   config.data.image_size = 64
+  config.train.encoder_init = ""
   config.train.update(train_overrides)
   return config
 

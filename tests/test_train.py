@@ -112,3 +112,38 @@ def test_batch_size_must_divide_by_devices():
   train.check_batch_size(8, num_devices=4)
   with pytest.raises(ValueError, match=r"batch_size=6 .* 4 devices; choose a multiple of 4"):
     train.check_batch_size(6, num_devices=4)
+
+
+def test_untrained_evaluation_and_a_failed_evaluation_keep_the_checkpoint(tmp_path, monkeypatch):
+  """train.eval_at_start evaluates the untrained model (step 0) before training; an evaluation
+  that fails later still leaves that step's checkpoint and stops the run with the error (a
+  split whose last batch was padded once crashed the evaluation and lost the checkpoint)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  from configs import tiny  # pylint: disable=import-outside-toplevel
+  from dfl_jax import checkpointing, train  # pylint: disable=import-outside-toplevel
+  config = tiny.get_config()
+  config.data.synthetic_sizes = "train:8,val:2"
+  config.data.image_size, config.train.batch_size, config.data.shuffle_buffer = 64, 4, 8
+  config.train.update(num_steps=2, eval_every_steps=2, eval_at_start=True, log_every_steps=1)
+  real, calls = train.evaluate, []
+
+  def evaluate_then_fail(*args, **kwargs):
+    calls.append(len(calls))
+    if len(calls) > 1:
+      raise RuntimeError("evaluation broke")
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(train, "evaluate", evaluate_then_fail)
+  try:
+    train.train_and_evaluate(config, str(tmp_path))
+  except RuntimeError as e:
+    assert "evaluation broke" in str(e)
+  else:
+    raise AssertionError("the failed evaluation did not stop the run")
+  assert calls == [0, 1]  # step 0 (untrained), then step 2
+  tx = train.create_optimizer(config, 1)
+  target = jax.eval_shape(lambda k: train.create_train_state(config, k, tx)[1], jax.random.key(0))
+  ckpt = checkpointing.Checkpointer(tmp_path / "checkpoints")
+  step, state, _ = ckpt.restore_latest(target)
+  ckpt.close()
+  assert step == 2 and int(state.step) == 2
