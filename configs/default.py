@@ -39,7 +39,8 @@ def get_config() -> ml_collections.ConfigDict:
       pooled_hidden=1024,
       hand_heads=True,                # extension: hand presence, relative root depth
       # Attention kernel (same numbers): 'auto' (cuDNN flash attention on sm_80+ GPUs in
-      # bf16/fp16, XLA otherwise) | 'explicit' | 'xla' | 'cudnn'; see dfl_jax/attention.py.
+      # bf16/fp16, XLA on other GPUs/TPUs, explicit einsums on CPUs) | 'explicit' | 'xla' |
+      # 'cudnn'; see dfl_jax/attention.py.
       attention_implementation="auto",
       # Compute dtype: 'float32' | 'bfloat16' | 'float16' (weights stay float32; float16 adds
       # dynamic loss scaling, see dfl_jax/mixed_precision.py).

@@ -25,13 +25,15 @@ logits per type. ``implementation`` picks it: 'explicit' (the einsum reference a
 (the fused form through XLA), 'cudnn', or 'auto': cuDNN on an Ampere-or-newer GPU in bfloat16 or
 float16 (cuDNN's flash attention has no float32 and no Volta kernels), XLA on other GPUs and on
 TPUs, explicit on CPUs (see ``resolve_implementation``). Shapes the
-fused call cannot take (query/key head width unequal to the value's, as in the single-relation
-ablations) use the explicit path. ``tests/test_attention.py`` checks the two paths agree.
+fused call cannot take (query/key head width unequal to the value's: every single-relation
+form, DFL's own J-J with 'position' among them; it is 42x42, small) use the explicit path. When
+'auto' chose cuDNN and cuDNN refuses while tracing, the XLA form is used with a warning. ``tests/test_attention.py`` checks the two paths agree.
 
 Keys and values with batch 1 (the position features, which do not depend on the image) are
 projected once and broadcast to the queries' batch, instead of being projected per image.
 """
 
+import logging
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -43,7 +45,8 @@ IMPLEMENTATIONS = ("auto", "explicit", "xla", "cudnn")
 
 
 def resolve_implementation(implementation: str, dtype, device=None) -> str:
-  """'auto' -> 'cudnn' on an sm_80+ GPU for bfloat16/float16, else 'xla'; others unchanged."""
+  """'auto' -> 'cudnn' on an sm_80+ GPU in bfloat16/float16, 'xla' on other GPUs and on TPUs
+  (float16 on a TPU: 'explicit'), 'explicit' on CPUs; any other name is returned unchanged."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"attention implementation must be one of {IMPLEMENTATIONS}, got "
                      f"{implementation!r}")
@@ -101,7 +104,8 @@ class DecoupledAttention(nn.Module):
   @nn.compact
   def __call__(self, q_a, q_p, kv_a, kv_p, mask: Optional[jax.Array] = None,
                return_logits: bool = True):
-    """``return_logits=False`` allows the fused kernel; ``parts`` are then both None."""
+    """``return_logits=False`` allows the fused kernel; ``parts`` are both None when it runs
+    (the explicit fallback, e.g. J-J's single 'position' relation, still returns them)."""
     if self.relation not in RELATIONS:
       raise ValueError(f"relation must be one of {RELATIONS}, got {self.relation!r}")
     decoupled = q_p is not None
@@ -140,11 +144,19 @@ class DecoupledAttention(nn.Module):
     else:
       scaled = [(q[t] / jnp.sqrt(float(q[t].shape[-1]))).astype(self.dtype)
                 for t in ("a", "p") if q[t] is not None]
-      fused = jax.nn.dot_product_attention(
-          jnp.concatenate(scaled, axis=-1),
-          jnp.concatenate([k[t].astype(self.dtype) for t in ("a", "p") if k[t] is not None], -1),
-          jnp.concatenate([v[t].astype(self.dtype) for t in ("a", "p") if v[t] is not None], -1),
-          mask=mask, scale=1.0, implementation=None if impl == "xla" else impl)
+      args = (jnp.concatenate(scaled, axis=-1),
+              jnp.concatenate([k[t].astype(self.dtype) for t in ("a", "p") if k[t] is not None], -1),
+              jnp.concatenate([v[t].astype(self.dtype) for t in ("a", "p") if v[t] is not None], -1))
+      mask = None if mask is None else jnp.asarray(mask, bool)
+      try:
+        fused = jax.nn.dot_product_attention(*args, mask=mask, scale=1.0,
+                                             implementation=None if impl == "xla" else impl)
+      except (ValueError, RuntimeError, NotImplementedError) as e:
+        if self.implementation != "auto" or impl != "cudnn":
+          raise
+        # 'auto' chose cuDNN, which refused (its checks run while tracing): use XLA's form.
+        logging.warning("cuDNN attention refused (%s); using the XLA form", e)
+        fused = jax.nn.dot_product_attention(*args, mask=mask, scale=1.0)
       agg = {"a": fused[..., :da], "p": fused[..., da:] if decoupled else None}
     out_a = _out(q_a.shape[-1], "out_a", self.dtype)(agg["a"])
     out_p = _out(q_p.shape[-1], "out_p", self.dtype)(agg["p"]) if decoupled else None

@@ -44,6 +44,11 @@ def asset(name: str) -> str:
 
 def extract(variables: Mapping, modules: Sequence[str] = DEFAULT_MODULES) -> dict:
   """{'collection/module/path': np.ndarray} of ``modules`` in ``variables``."""
+  return {k: np.asarray(jax.device_get(v)) for k, v in _leaves(variables, modules).items()}
+
+
+def _leaves(variables: Mapping, modules: Sequence[str]) -> dict:
+  """{'collection/module/path': leaf} without converting (leaves may be tracers)."""
   variables = flax.core.unfreeze(variables)
   flat = {}
   for collection in COLLECTIONS:
@@ -55,7 +60,7 @@ def extract(variables: Mapping, modules: Sequence[str] = DEFAULT_MODULES) -> dic
                            f"{sorted(variables.get('params', {}))})")
         continue
       for key, value in flax.traverse_util.flatten_dict(tree, sep="/").items():
-        flat[f"{collection}/{module}/{key}"] = np.asarray(jax.device_get(value))
+        flat[f"{collection}/{module}/{key}"] = value
   return flat
 
 
@@ -84,6 +89,11 @@ def load(path) -> tuple[dict, dict]:
     raise ValueError(f"config.train.encoder_init: {path} is not a readable .npz of encoder "
                      f"weights ({type(e).__name__}: {e})") from e
   meta = json.loads(str(flat.pop("__meta__"))) if "__meta__" in flat else {}
+  foreign = [k for k in flat if len(k.split("/")) < 3 or k.split("/")[0] not in COLLECTIONS]
+  if foreign or not flat:
+    raise ValueError(f"config.train.encoder_init: {path} holds no encoder weights of the form "
+                     f"'params|batch_stats/MODULE/...' (found {_first(foreign or ['nothing'])}); "
+                     f"write one with `python -m dfl_jax.pretrained_encoder`")
   return flat, meta
 
 
@@ -99,16 +109,19 @@ def merge(variables: Mapping, flat: Mapping[str, np.ndarray], source: str = "enc
   if skipped:
     logging.warning("%s: module(s) %s not in this model, not loaded", source, skipped)
     flat = {k: v for k, v in flat.items() if k.split("/")[1] in have}
+  if not flat:
+    raise ValueError(f"{source}: none of its modules {skipped} is in this model")
   modules = sorted({k.split("/")[1] for k in flat})
-  ours = extract(variables, modules)
+  ours = _leaves(variables, modules)  # shapes only: works under jax.eval_shape too
   errors = []
   if set(flat) - set(ours):
     errors.append(f"not in the model: {_first(set(flat) - set(ours))}")
   if set(ours) - set(flat):
     errors.append(f"missing from the file: {_first(set(ours) - set(flat))}")
   for key in sorted(set(ours) & set(flat)):
-    if ours[key].shape != flat[key].shape:
-      errors.append(f"{key} has shape {flat[key].shape}, the model expects {ours[key].shape}")
+    if tuple(np.shape(ours[key])) != tuple(flat[key].shape):
+      errors.append(f"{key} has shape {flat[key].shape}, the model expects "
+                    f"{tuple(np.shape(ours[key]))}")
   if errors:
     raise ValueError(f"{source} does not fit this model's {', '.join(modules)} (another model "
                      f"configuration?): " + "; ".join(errors[:5]))

@@ -299,13 +299,19 @@ def train_and_evaluate(config, workdir: str):
                         // config.train.batch_size)
   num_steps = int(config.train.get("num_steps", 0) or config.train.num_epochs * steps_per_epoch)
   tx = create_optimizer(config, steps_per_epoch)
-  model, state = create_train_state(config, jax.random.key(config.seed), tx)
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints",
+                                    max_to_keep=config.train.get("keep_checkpoints", 3))
+  # Resuming: the checkpoint holds every weight, so no backbone or encoder file is read.
+  resuming = ckpt.latest_step() is not None
+  model, state = create_train_state(restore_config(config) if resuming else config,
+                                    jax.random.key(config.seed), tx)
   replicated = NamedSharding(mesh, P())
   state = jax.device_put(state, replicated)
 
-  ckpt = checkpointing.Checkpointer(workdir / "checkpoints",
-                                    max_to_keep=config.train.get("keep_checkpoints", 3))
   restored = ckpt.restore_latest(state)
+  if restored is None and resuming:  # every checkpoint was damaged: a fresh start after all
+    model, state = create_train_state(config, jax.random.key(config.seed), tx)
+    state = jax.device_put(state, replicated)
   if restored is not None:
     _, state, _ = restored
     state = jax.device_put(state, replicated)

@@ -222,3 +222,21 @@ def test_auto_implementation(device, dtype, expected):
 def test_bad_implementation_is_named():
   with pytest.raises(ValueError, match="flash"):
     resolve_implementation("flash", jnp.float32)
+
+
+def test_fused_kernel_single_stream_and_boolean_mask():
+  """The non-decoupled form (q_p None: SPR, the Table 1 baselines) and a key mask give the same
+  numbers fused and explicit."""
+  m = DecoupledAttention(num_heads=H, inner_a=INNER_A)
+  q_a, _, kv_a, _ = _inputs()
+  p = m.init(jax.random.key(1), q_a, None, kv_a, None)["params"]
+  mask = jnp.asarray(np.random.RandomState(4).rand(B, 1, 1, K) > 0.3)
+  mask = mask.at[:, :, :, 0].set(True)  # no row fully masked
+  for m_ in (None, mask):
+    want, _, _ = m.clone(implementation="explicit").apply({"params": p}, q_a, None, kv_a, None,
+                                                           mask=m_)
+    got, none, parts = m.clone(implementation="xla").apply({"params": p}, q_a, None, kv_a, None,
+                                                            mask=m_, return_logits=False)
+    assert none is None and parts["appearance"] is None
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(want, m.apply({"params": p}, q_a, None, kv_a, None)[0], atol=1e-4)

@@ -66,3 +66,18 @@ def test_graph_conv_is_local_to_the_skeleton():
   y1 = m.apply(v, x.at[0, 5].add(3.0))  # index finger joint 5 (neighbours 4, 6)
   changed = np.where(np.abs(np.asarray(y1 - y0)).max(-1)[0] > 1e-6)[0]
   assert set(changed) == {4, 5, 6}
+
+
+@pytest.mark.parametrize("relation", ["appearance", "position", "both"])
+def test_initial_aggregation_with_batch_one_position_features(relation):
+  """F^p of batch 1 (the model's, image-independent) equals it repeated for every image."""
+  r = np.random.RandomState(1)
+  f_a = r.randn(3, 10, 6).astype(np.float32)
+  f_p = r.randn(1, 10, 4).astype(np.float32)
+  m = InitialAggregation(relation, num_joints=5)
+  v = m.init(jax.random.key(0), f_a, f_p)
+  got = m.apply(v, f_a, f_p)
+  want = m.apply(v, f_a, np.repeat(f_p, 3, axis=0))
+  for a, b in zip(got, want):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

@@ -13,6 +13,7 @@ SIZE = 128  # configs/tiny.py's input size
 def _tiny(dtype="float32", size=SIZE, batch=2):
   from configs import tiny  # pylint: disable=import-outside-toplevel
   config = tiny.get_config()
+  config.train.encoder_init = ""  # untrained weights: the tolerances below were measured on them
   config.model.dtype = dtype
   config.data.image_size = size
   config.train.batch_size = batch

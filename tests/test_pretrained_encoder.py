@@ -31,6 +31,10 @@ def exported(tmp_path_factory):
   config = _config()
   tx = train.create_optimizer(config, 1)
   _, state = train.create_train_state(config, jax.random.key(11), tx)
+  # As after training: BatchNorm statistics away from their initial 0/1, so that a merge that
+  # dropped them would be seen.
+  noise = lambda x: x + 0.25 + 0.1 * jax.random.normal(jax.random.key(3), x.shape, x.dtype)
+  state = state.replace(batch_stats=jax.tree.map(noise, state.batch_stats))
   ckpt = checkpointing.Checkpointer(work / "checkpoints")
   ckpt.save(5, state, force=True)
   ckpt.close()
@@ -82,6 +86,16 @@ def test_ablation_without_segmentation_loads_backbone_and_fpn(exported):
       np.testing.assert_array_equal(value, source[key], err_msg=key)
 
 
+def test_abstract_state_with_an_encoder_file(exported):
+  """jax.eval_shape of the whole train state works with encoder_init set (restore targets)."""
+  _, path = exported
+  config = _config(encoder_init=str(path))
+  tx = train.create_optimizer(config, 1)
+  abstract = jax.eval_shape(lambda k: train.create_train_state(config, k, tx)[1],
+                            jax.random.key(0))
+  assert abstract.params["fpn"] is not None
+
+
 def test_missing_or_foreign_file_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="nothere.npz"):
     pretrained_encoder.load(tmp_path / "nothere.npz")
@@ -89,6 +103,10 @@ def test_missing_or_foreign_file_is_named(tmp_path):
   bad.write_bytes(b"not a zip file")
   with pytest.raises(ValueError, match="bad.npz"):
     pretrained_encoder.load(bad)
+  foreign = tmp_path / "foreign.npz"
+  np.savez(foreign, arr_0=np.zeros(3))
+  with pytest.raises(ValueError, match="foreign.npz.*arr_0"):
+    pretrained_encoder.load(foreign)
   assert pretrained_encoder.main(["--workdir", str(tmp_path / "empty"),
                                   "--out", str(tmp_path / "x.npz")]) == 1
 
