@@ -176,31 +176,14 @@ def merge_backbone(variables: Mapping[str, Any], tree: Mapping[str, Any]) -> dic
   """Copy of a full model's ``variables`` with the backbone replaced by ``tree``.
 
   Every collection of ``tree`` must match ``variables[collection]['backbone']`` leaf for leaf
-  (same paths, same shapes); the result keeps the dtypes of ``variables``.
+  (same paths, same shapes); the result keeps the dtypes of ``variables``. The merge is
+  ``pretrained_encoder.merge``'s, for the one module.
   """
-  variables = flax.core.unfreeze(variables)
-  out = jax.tree_util.tree_map(lambda x: x, variables)  # new containers, same leaves
-  for collection, new in flax.core.unfreeze(tree).items():
-    if "backbone" not in variables.get(collection, {}):
-      raise ValueError(f"variables have no {collection}['backbone'] to replace")
-    old = flax.traverse_util.flatten_dict(variables[collection]["backbone"], sep="/")
-    new = flax.traverse_util.flatten_dict(new, sep="/")
-    errors = []
-    if set(old) != set(new):
-      if set(new) - set(old):
-        errors.append(f"unexpected: {_list(set(new) - set(old))}")
-      if set(old) - set(new):
-        errors.append(f"missing: {_list(set(old) - set(new))}")
-    for key in sorted(set(old) & set(new)):
-      if np.shape(old[key]) != np.shape(new[key]):
-        errors.append(f"{key} has shape {np.shape(new[key])}, model expects "
-                      f"{np.shape(old[key])}")
-    if errors:
-      raise ValueError(f"converted backbone does not fit {collection}['backbone']: "
-                       + "; ".join(errors))
-    merged = {k: np.asarray(new[k], dtype=old[k].dtype) for k in old}
-    out[collection]["backbone"] = flax.traverse_util.unflatten_dict(merged, sep="/")
-  return out
+  from dfl_jax import pretrained_encoder  # pylint: disable=import-outside-toplevel
+  flat = {f"{collection}/backbone/{key}": value
+          for collection, sub in flax.core.unfreeze(tree).items()
+          for key, value in flax.traverse_util.flatten_dict(sub, sep="/").items()}
+  return pretrained_encoder.merge(variables, flat, source="converted backbone")
 
 
 def main(argv=None):

@@ -51,8 +51,8 @@ def crop_to_camera(joints_uvd, affine, focal, princpt, root_depth_mm, depth_unit
   """2.5D predictions to camera coordinates in mm (official evaluate's back-projection).
 
   joints_uvd: [..., 42, 3]: x, y in crop pixels, ``z = (d_rel / (range/2) + 1) / 2 * units``
-    with d_rel relative to that hand's wrist and ``depth_units`` (256) whatever the input size; affine: [..., 3, 3] (or [..., 2, 3]) image -> crop
-    pixels, inverted here (official ``trans_point2d(pt, inv_trans)``); focal, princpt: [..., 2];
+    with d_rel relative to that hand's wrist and ``depth_units`` (256) whatever the input size;
+    affine: [..., 3, 3] (or [..., 2, 3]) image -> crop pixels, inverted here (official ``trans_point2d(pt, inv_trans)``); focal, princpt: [..., 2];
     root_depth_mm: [..., 2] camera Z of the right and left wrist (GT in the official protocol).
   Returns [..., 42, 3]: ``Z = d_rel + root``, ``X = (u - cx) Z / fx``, ``Y = (v - cy) Z / fy``.
   """

@@ -44,24 +44,25 @@ def asset(name: str) -> str:
 
 def extract(variables: Mapping, modules: Sequence[str] = DEFAULT_MODULES) -> dict:
   """{'collection/module/path': np.ndarray} of ``modules`` in ``variables``."""
-  return {k: np.asarray(jax.device_get(v)) for k, v in _leaves(variables, modules).items()}
+  have = _modules(variables)
+  missing = [m for m in modules if m not in have]
+  if missing:
+    raise ValueError(f"the model has no module(s) {missing} (it has {sorted(have)})")
+  return {k: np.asarray(jax.device_get(v)) for k, v in _flat(variables).items()
+          if _module(k) in modules and k.split("/")[0] in COLLECTIONS}
 
 
-def _leaves(variables: Mapping, modules: Sequence[str]) -> dict:
-  """{'collection/module/path': leaf} without converting (leaves may be tracers)."""
-  variables = flax.core.unfreeze(variables)
-  flat = {}
-  for collection in COLLECTIONS:
-    for module in modules:
-      tree = variables.get(collection, {}).get(module)
-      if tree is None:
-        if collection == "params":
-          raise ValueError(f"the model has no module {module!r} (it has "
-                           f"{sorted(variables.get('params', {}))})")
-        continue
-      for key, value in flax.traverse_util.flatten_dict(tree, sep="/").items():
-        flat[f"{collection}/{module}/{key}"] = value
-  return flat
+def _flat(variables: Mapping) -> dict:
+  """{'collection/module/path': leaf} of every leaf, unconverted (leaves may be tracers)."""
+  return flax.traverse_util.flatten_dict(flax.core.unfreeze(variables), sep="/")
+
+
+def _module(key: str) -> str:
+  return key.split("/")[1]
+
+
+def _modules(variables: Mapping) -> set:
+  return set(flax.core.unfreeze(variables).get("params", {}))
 
 
 def save(path, flat: Mapping[str, np.ndarray], meta: Mapping) -> str:
@@ -104,15 +105,17 @@ def merge(variables: Mapping, flat: Mapping[str, np.ndarray], source: str = "enc
   without it, supplement Table 1) is skipped with a warning; every module both have must match
   leaf for leaf.
   """
-  have = set(flax.core.unfreeze(variables).get("params", {}))
-  skipped = sorted({k.split("/")[1] for k in flat} - have)
+  have = _modules(variables)
+  skipped = sorted({_module(k) for k in flat} - have)
   if skipped:
     logging.warning("%s: module(s) %s not in this model, not loaded", source, skipped)
-    flat = {k: v for k, v in flat.items() if k.split("/")[1] in have}
+    flat = {k: v for k, v in flat.items() if _module(k) in have}
   if not flat:
     raise ValueError(f"{source}: none of its modules {skipped} is in this model")
-  modules = sorted({k.split("/")[1] for k in flat})
-  ours = _leaves(variables, modules)  # shapes only: works under jax.eval_shape too
+  modules = sorted({_module(k) for k in flat})
+  merged = _flat(variables)  # shapes only are read: works under jax.eval_shape too
+  ours = {k: v for k, v in merged.items()
+          if _module(k) in modules and k.split("/")[0] in COLLECTIONS}
   errors = []
   if set(flat) - set(ours):
     errors.append(f"not in the model: {_first(set(flat) - set(ours))}")
@@ -125,15 +128,8 @@ def merge(variables: Mapping, flat: Mapping[str, np.ndarray], source: str = "enc
   if errors:
     raise ValueError(f"{source} does not fit this model's {', '.join(modules)} (another model "
                      f"configuration?): " + "; ".join(errors[:5]))
-  out = jax.tree_util.tree_map(lambda x: x, flax.core.unfreeze(variables))
-  for key, value in flat.items():
-    collection, module, rest = key.split("/", 2)
-    node = out[collection][module]
-    *parents, leaf = rest.split("/")
-    for p in parents:
-      node = node[p]
-    node[leaf] = np.asarray(value, dtype=node[leaf].dtype)
-  return out
+  merged.update({k: np.asarray(v, dtype=ours[k].dtype) for k, v in flat.items()})
+  return flax.traverse_util.unflatten_dict(merged, sep="/")
 
 
 def _first(keys, limit=5):
