@@ -220,13 +220,16 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None):
     if jax.process_count() > 1:
       rows = {k: multihost_utils.process_allgather(np.asarray(v), tiled=True)
               for k, v in rows.items()}
+    # Only real rows: the padding (mask 0, all zeros) of a split that does not fill its last
+    # batch, or of a multi-host evaluation's extra batches, has a singular affine and a zero
+    # focal length, and is not scored.
+    real = np.asarray(rows["mask"]) > 0
+    if not real.any():
+      continue
+    rows = {k: np.asarray(v)[real] for k, v in rows.items()}
     gt_cam = rows["joint_cam"]
     root_depth = gt_cam[:, [20, 41], 2]
-    # Padding rows (mask 0, all zeros) of a split that does not fill its last batch have a
-    # singular affine: give them the identity (they are not scored).
-    affine = np.where((rows["mask"] > 0)[:, None, None], rows["affine"],
-                      np.eye(*rows["affine"].shape[-2:], dtype=rows["affine"].dtype))
-    pred_cam = metrics.crop_to_camera(rows["pred_joints"], affine, rows["focal"],
+    pred_cam = metrics.crop_to_camera(rows["pred_joints"], rows["affine"], rows["focal"],
                                       rows["princpt"], root_depth, depth_units=DEPTH_UNITS)
     rel_root = (depth_units_to_mm(rows["pred_rel_root_depth"])
                 if "pred_rel_root_depth" in rows else None)
@@ -235,7 +238,7 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None):
                mask=rows["mask"], pred_rel_root_depth_mm=rel_root, presence_logits=presence,
                hand_type_valid=rows["hand_presence_valid"])
     if predictions is not None:
-      for i in np.nonzero(rows["mask"] > 0)[0]:
+      for i in range(len(pred_cam)):
         entry = {"joints_cam_mm": pred_cam[i].tolist()}
         if presence is not None:
           entry["hand_presence"] = (1.0 / (1.0 + np.exp(-presence[i]))).tolist()

@@ -252,13 +252,16 @@ def test_model_mode_matches_rescoring_its_predictions_file(fixtures, tmp_path):
 
 
 
-@pytest.mark.parametrize("image_size, batch", [(64, 4), (128, 4), (64, 3)])
+@pytest.mark.parametrize("image_size, batch, extra", [(64, 4, 0), (128, 4, 0), (64, 3, 1)])
 def test_training_evaluation_decodes_targets_to_zero_error(fixtures, tmp_path, image_size,
-                                                          batch):
+                                                          batch, extra):
   """train.evaluate fed the pipeline's own 2.5D targets as predictions scores ~0 mm at any
   input size: depth is in 256 units whatever the crop size (a 128 px run once decoded it with
   the crop size and doubled every relative depth). Batch 3 pads the last batch of the 4 frames
-  with all-zero rows, whose singular affine once crashed the evaluation."""
+  with all-zero rows, whose singular affine once crashed the evaluation; ``extra`` adds a fully
+  masked batch, as a multi-host evaluation pads with. Padding is never computed on: no
+  division by its zero focal length (a RuntimeWarning is an error here)."""
+  import warnings  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   from configs import tiny  # pylint: disable=import-outside-toplevel
   from dfl_jax import train  # pylint: disable=import-outside-toplevel
@@ -269,7 +272,7 @@ def test_training_evaluation_decodes_targets_to_zero_error(fixtures, tmp_path, i
   config = tiny.get_config()
   config.data.source, config.data.data_dir = "interhand", str(tmp_path / "tfds")
   config.data.image_size = image_size
-  num_batches = -(-4 // batch)
+  num_batches = -(-4 // batch) + extra
   batches = list(pipeline.eval_dataset(config.data, batch, split="test",
                                        num_batches=num_batches).as_numpy_iterator())
   assert len(batches) == num_batches
@@ -282,6 +285,8 @@ def test_training_evaluation_decodes_targets_to_zero_error(fixtures, tmp_path, i
     return {"joints": jax.device_put(next(targets), images.sharding)}
 
   state = type("State", (), {"params": None, "batch_stats": None})
-  result = train.evaluate(predict, state, batches, mesh)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", RuntimeWarning)
+    result = train.evaluate(predict, state, batches, mesh)
   assert result["num_frames"] == 4
   assert result["mpjpe_all"] < 0.05, result["mpjpe_all"]
