@@ -164,6 +164,11 @@ class DFL(nn.Module):
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
+def resolve_trainable_bn(trainable_bn, pretrained_backbone: bool) -> bool:
+  """config.model.trainable_bn: None means frozen BatchNorm exactly for a pretrained backbone."""
+  return (not pretrained_backbone) if trainable_bn is None else bool(trainable_bn)
+
+
 def create_model(model_config, pretrained_backbone: bool = False) -> DFL:
   """Builds DFL from ``config.model`` (a ConfigDict or mapping whose keys are DFL's fields).
 
@@ -173,8 +178,7 @@ def create_model(model_config, pretrained_backbone: bool = False) -> DFL:
   normalisation has exploding activations that saturate the attention of the decoder.
   """
   kwargs = dict(model_config.to_dict() if hasattr(model_config, "to_dict") else model_config)
-  if kwargs.get("trainable_bn") is None:
-    kwargs["trainable_bn"] = not pretrained_backbone
+  kwargs["trainable_bn"] = resolve_trainable_bn(kwargs.get("trainable_bn"), pretrained_backbone)
   dtype = kwargs.pop("dtype", "float32")
   if dtype not in DTYPES:
     raise ValueError(f"config.model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from dfl_jax import checkpointing, losses, metrics, mixed_precision
+from dfl_jax import model as model_lib
 from dfl_jax.model import init_variables
 
 # Keys of a pipeline batch that the training step reads.
@@ -80,8 +81,8 @@ def restore_config(config):
   resolved as training resolved it, and no backbone or encoder file read (the checkpoint holds
   every weight, so a moved or deleted initialisation file does not matter)."""
   config = ml_collections.ConfigDict(config.to_dict())
-  if config.model.get("trainable_bn") is None:
-    config.model.trainable_bn = not config.get("train", {}).get("backbone_init", "")
+  config.model.trainable_bn = model_lib.resolve_trainable_bn(
+      config.model.get("trainable_bn"), bool(config.get("train", {}).get("backbone_init", "")))
   if "train" in config:
     for key in ("backbone_init", "encoder_init"):
       if key in config.train:
