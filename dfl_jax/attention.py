@@ -24,10 +24,12 @@ flash-attention form on GPUs (cuDNN; XLA elsewhere), instead of materialising [B
 logits per type. ``implementation`` picks it: 'explicit' (the einsum reference above), 'xla'
 (the fused form through XLA), 'cudnn', or 'auto': cuDNN on an Ampere-or-newer GPU in bfloat16 or
 float16 (cuDNN's flash attention has no float32 and no Volta kernels), XLA on other GPUs and on
-TPUs, explicit on CPUs (see ``resolve_implementation``). Shapes the
-fused call cannot take (query/key head width unequal to the value's: every single-relation
-form, DFL's own J-J with 'position' among them; it is 42x42, small) use the explicit path. When
-'auto' chose cuDNN and cuDNN refuses while tracing, the XLA form is used with a warning. ``tests/test_attention.py`` checks the two paths agree.
+TPUs, explicit on CPUs (see ``resolve_implementation``). A single relation (DFL's J-J uses
+'position' alone) has a query/key head narrower than the value's [V_a, V_p]; its query and key
+get zero columns up to the value's width, which leave Q K^T unchanged, so it takes the same one
+call (on an H100, compiled: no [B, H, 42, 42] logits in float32 and no value transposes per J-J
+layer). When 'auto' chose cuDNN and cuDNN refuses while tracing, the XLA form is used with a
+warning. ``tests/test_attention.py`` checks the two paths agree.
 
 Keys and values with batch 1 (the position features, which do not depend on the image) are
 projected once and broadcast to the queries' batch, instead of being projected per image.
@@ -105,7 +107,7 @@ class DecoupledAttention(nn.Module):
   def __call__(self, q_a, q_p, kv_a, kv_p, mask: Optional[jax.Array] = None,
                return_logits: bool = True):
     """``return_logits=False`` allows the fused kernel; ``parts`` are both None when it runs
-    (the explicit fallback, e.g. J-J's single 'position' relation, still returns them)."""
+    (implementation 'explicit' still returns them)."""
     if self.relation not in RELATIONS:
       raise ValueError(f"relation must be one of {RELATIONS}, got {self.relation!r}")
     decoupled = q_p is not None
@@ -131,7 +133,7 @@ class DecoupledAttention(nn.Module):
     v_width = da + dp * decoupled
     impl = resolve_implementation(self.implementation, self.dtype)
     parts = {"appearance": None, "position": None}
-    if return_logits or impl == "explicit" or qk_width != v_width:
+    if return_logits or impl == "explicit":
       if use_a:
         parts["appearance"] = head_logits(q["a"], k["a"])
       if use_p:
@@ -144,8 +146,11 @@ class DecoupledAttention(nn.Module):
     else:
       scaled = [(q[t] / jnp.sqrt(float(q[t].shape[-1]))).astype(self.dtype)
                 for t in ("a", "p") if q[t] is not None]
-      args = (jnp.concatenate(scaled, axis=-1),
-              jnp.concatenate([k[t].astype(self.dtype) for t in ("a", "p") if k[t] is not None], -1),
+      keys = [k[t].astype(self.dtype) for t in ("a", "p") if k[t] is not None]
+      if qk_width < v_width:  # one relation: zero columns leave Q K^T as it is
+        scaled.append(jnp.zeros(scaled[0].shape[:-1] + (v_width - qk_width,), self.dtype))
+        keys.append(jnp.zeros(keys[0].shape[:-1] + (v_width - qk_width,), self.dtype))
+      args = (jnp.concatenate(scaled, axis=-1), jnp.concatenate(keys, axis=-1),
               jnp.concatenate([v[t].astype(self.dtype) for t in ("a", "p") if v[t] is not None], -1))
       mask = None if mask is None else jnp.asarray(mask, bool)
       try:

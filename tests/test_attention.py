@@ -138,25 +138,35 @@ def test_bad_relation_names_the_value():
 
 @pytest.mark.parametrize("relation", ["appearance", "position", "both"])
 def test_fused_kernel_matches_numpy_reference(relation):
-  """Without logits the 'both' relation runs as ONE jax.nn.dot_product_attention on the
-  concatenated [Q_a/sqrt(d_a), Q_p/sqrt(d_p)] queries; the single-relation forms (unequal
-  query and value widths) stay explicit. Every one must give the reference's numbers."""
+  """Without logits every relation runs as ONE jax.nn.dot_product_attention: 'both' on the
+  concatenated [Q_a/sqrt(d_a), Q_p/sqrt(d_p)] queries, a single relation with zero columns
+  padding its query and key to the value's [V_a, V_p] width. Every one must give the
+  reference's numbers."""
   m, p = _decoupled(relation)
   fused = m.clone(implementation="xla")
   inputs = _inputs()
-  out_a, out_p, parts = fused.apply({"params": p}, *inputs, return_logits=False)
+  calls = []
+  real = jax.nn.dot_product_attention
+
+  def counting(*args, **kwargs):
+    calls.append(tuple(x.shape[-1] for x in args[:3]))
+    return real(*args, **kwargs)
+
+  with mock.patch.object(jax.nn, "dot_product_attention", counting):
+    out_a, out_p, parts = fused.apply({"params": p}, *inputs, return_logits=False)
+  assert calls == [((INNER_A + INNER_P) // H,) * 3]
   pn = jax.tree.map(np.asarray, p)
   (ref_a, ref_p), _ = _numpy_reference(pn, *map(np.asarray, inputs), relation)
   np.testing.assert_allclose(out_a, ref_a, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(out_p, ref_p, rtol=1e-4, atol=1e-5)
-  if relation == "both":  # fused: no logits materialised
-    assert parts == {"appearance": None, "position": None}
+  assert parts == {"appearance": None, "position": None}  # fused: no logits materialised
 
 
-def test_fused_kernel_is_used_and_gradients_agree():
+@pytest.mark.parametrize("relation", ["appearance", "position", "both"])
+def test_fused_kernel_is_used_and_gradients_agree(relation):
   """The fused path really calls dot_product_attention, and its gradients equal the explicit
-  path's (training uses it)."""
-  m, p = _decoupled("both")
+  path's (training uses it; J-J's 'position' relation included)."""
+  m, p = _decoupled(relation)
   inputs = _inputs()
 
   def loss(params, impl):
