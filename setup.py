@@ -13,7 +13,7 @@ setup(
     packages=find_packages(include=["dfl_jax", "dfl_jax.*", "input_pipeline",
                                     "input_pipeline.*"]),
     # Shipped weights (dfl_jax/pretrained_encoder.py): the tiny encoder of configs/tiny.py.
-    package_data={"dfl_jax": ["assets/*.npz"]},
+    package_data={"dfl_jax": ["assets/*.npz", "assets/gpu_targets/*.txtpb"]},
     install_requires=[
         "jax>=0.7",
         "flax>=0.11",

@@ -1,0 +1,278 @@
+"""Compile DFL for a GPU that is not attached: memory and kernel inventory, without a device.
+
+    python -m dfl_jax.aot --config=configs/dfl.py --target=h100_sxm --dtype=bfloat16 \
+        [--batch 1,256] [--train_batch 256] [--devices 1] [--out workdir/aot]
+
+XLA compiles for a GPU described by a target config (its ``GpuTargetConfigProto``: SM count,
+memory, compute capability, cuDNN version) through the PJRT CUDA plugin's compile-only devices,
+so one can check on a laptop or a CPU-only CI host, before renting the GPU, that:
+
+- the program compiles for that GPU (cuDNN's flash attention included: its checks run then);
+- it fits: XLA's own account of arguments, outputs and temporaries against the device memory;
+- what it runs: kernels by kind (XLA fusions, cuBLAS GEMMs, cuDNN convolutions and attention,
+  copies) and the bytes written by layout transposes and copies.
+
+Nothing runs, so nothing here is a speed: time the real thing with ``dfl_jax.bench``. Needs
+JAX's CUDA plugin (``pip install -e '.[cuda13]'``, or ``.[cuda12]`` for Volta) but no GPU or
+driver. Shipped targets (``--target`` NAME) are in ``dfl_jax/assets/gpu_targets/``; any other
+GPU takes a path to its text proto (XLA keeps some in ``xla/tools/hlo_opt/gpu_specs/``).
+
+Two choices, both reported: the CUDA plugin's version check against an attached driver is
+skipped (``JAX_SKIP_CUDA_CONSTRAINTS_CHECK``: there is no driver), and every GEMM is compiled
+for cuBLAS (``xla_gpu_enable_triton_gemm=False``), because without a device XLA cannot
+autotune, and XLA 0.10's untuned Triton GEMM tiling refused one of the model's dots (the
+initial aggregation of the position features), which autotuning on a device would skip.
+``config.model.attention_implementation='auto'`` is resolved for the target, not for this host.
+"""
+
+import collections
+import json
+import os
+import pathlib
+import re
+import sys
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TARGETS = pathlib.Path(__file__).parent / "assets" / "gpu_targets"
+COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
+NOT_KERNELS = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")
+BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
+         "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
+
+
+def target_path(target: str) -> pathlib.Path:
+  """A shipped target's name (``h100_sxm``, ``titan_v``) or a path to a text proto."""
+  path = pathlib.Path(target)
+  if not path.suffix:
+    path = TARGETS / f"{target}.txtpb"
+  if not path.is_file():
+    shipped = sorted(p.stem for p in TARGETS.glob("*.txtpb"))
+    raise FileNotFoundError(f"--target {target!r}: no file {path}; shipped targets: {shipped}, "
+                            f"or give the path of a GpuTargetConfigProto text file")
+  return path
+
+
+def read_target(target: str) -> dict:
+  """The facts of a target config that the report uses: name, compute capability, memory."""
+  path = target_path(target)
+  text = path.read_text()
+  name = re.search(r'device_description_str:\s*"([^"]*)"', text)
+  major = re.search(r"cuda_compute_capability\s*\{[^}]*major:\s*(\d+)", text)
+  minor = re.search(r"cuda_compute_capability\s*\{[^}]*minor:\s*(\d+)", text)
+  memory = re.search(r"device_memory_size:\s*(\d+)", text)
+  if not (name and major and memory):
+    raise ValueError(f"{path}: not a GpuTargetConfigProto text (needs device_description_str, "
+                     f"cuda_compute_capability and device_memory_size)")
+  return {"path": str(path), "text": text, "name": name.group(1),
+          "compute_capability": f"{major.group(1)}.{minor.group(1) if minor else 0}",
+          "device_memory_bytes": int(memory.group(1))}
+
+
+def target_devices(target: dict, num_devices: int = 1):
+  """``num_devices`` compile-only devices of the target GPU (one host)."""
+  # No driver to check the CUDA libraries against; must be set before the plugin initialises.
+  os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  try:
+    topo = topologies.get_topology_desc("dfl", "cuda", target_config=target["text"],
+                                        topology=f"1x1x{num_devices}")
+  except NotImplementedError as e:
+    raise RuntimeError(
+        f"--target {target['name']!r} needs JAX's CUDA plugin to compile for a GPU (no GPU or "
+        f"driver needed): pip install -e '.[cuda13]' ('.[cuda12]' for Volta) ({e})") from e
+  return list(topo.devices)
+
+
+def kernel_inventory(hlo_text: str, data_parameters=()) -> dict:
+  """Counts the launches of a compiled HLO module's entry computation by kind.
+
+  Kinds: XLA ``fusion`` kernels; custom calls by library (``gemm``: cuBLAS; ``conv``, ``attention``:
+  cuDNN; ``other_custom``); ``copy``. ``transpose_bytes`` / ``copy_bytes``: what the layout
+  transposes (fusions whose name says transpose, and bare transposes) and copies write.
+  With ``data_parameters`` (entry parameter numbers of the inputs, e.g. the images),
+  ``weights_only``: the kernels that depend on no input (weights cast or re-laid out per call).
+  """
+  start = hlo_text.find("\nENTRY")
+  entry = hlo_text[start:] if start >= 0 else hlo_text
+  count, nbytes = collections.Counter(), collections.Counter()
+  data_parameters = set(data_parameters)
+  depends = {}  # instruction name -> whether it depends on a data parameter
+  for line in entry.splitlines():
+    m = re.match(r"\s*(?:ROOT )?%([\w.-]+) = (.+?) ([\w-]+)\((.*)", line)
+    if not m:
+      continue
+    name, shape, op, rest = m.groups()
+    if op == "parameter":
+      depends[name] = int(re.match(r"(\d+)", rest).group(1)) in data_parameters
+      continue
+    args = re.findall(r"%([\w.-]+)", rest.split("), ")[0])
+    depends[name] = any(depends.get(a, False) for a in args)
+    if data_parameters and not depends[name] and op not in NOT_KERNELS:
+      count["weights_only"] += 1
+    size = sum(BYTES.get(dt, 4) * int(np.prod([int(d) for d in dims.split(",") if d]))
+               for dt, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", shape))
+    if op == "custom-call":
+      target = re.search(r'custom_call_target="([^"]+)"', line)
+      target = target.group(1) if target else ""
+      kind = ("gemm" if "cublas" in target or "gemm" in target.lower() else
+              "attention" if "fmha" in target else "conv" if "cudnn$conv" in target else
+              "other_custom")
+      count[kind] += 1
+    elif op == "fusion":
+      count["fusion"] += 1
+      if "transpose" in name:
+        nbytes["transpose_bytes"] += size
+    elif op in ("copy", "transpose"):
+      count[op] += 1
+      nbytes[f"{op}_bytes"] += size
+    elif op in ("dot", "convolution"):  # backends without library calls (CPU)
+      count["gemm" if op == "dot" else "conv"] += 1
+  out = {k: count.get(k, 0) for k in ("fusion", "gemm", "conv", "attention", "other_custom",
+                                      "copy", "transpose")}
+  out["kernels"] = sum(out.values())
+  if data_parameters:
+    out["weights_only"] = count.get("weights_only", 0)
+  out.update({k: nbytes.get(k, 0) for k in ("transpose_bytes", "copy_bytes")})
+  return out
+
+
+def _abstract(tree, sharding):
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), tree)
+
+
+def _report(kind, batch, compiled, seconds, target, data_parameters=()):
+  m = compiled.memory_analysis()
+  total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+           - m.alias_size_in_bytes)
+  row = {"kind": kind, "batch": batch, "compile_s": seconds,
+         "argument_bytes": int(m.argument_size_in_bytes),
+         "temp_bytes": int(m.temp_size_in_bytes), "total_bytes": int(total),
+         "fits": bool(total <= target["device_memory_bytes"])}
+  row.update(kernel_inventory(compiled.as_text(), data_parameters))
+  return row
+
+
+def compile_for_target(config, target: dict, batches=(1,), train_batches=(),
+                       num_devices: int = 1) -> dict:
+  """Compiles inference (``model.apply``, every output) per batch and the real training step
+  (``train.make_train_step``, data parallel over ``num_devices``) per global batch."""
+  # pylint: disable=import-outside-toplevel
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSharding
+  from dfl_jax import attention, bench, train
+  from dfl_jax import model as model_lib
+  # pylint: enable=import-outside-toplevel
+  devices = target_devices(target, num_devices)
+  config = train.restore_config(config)  # BatchNorm's mode resolved; no weight file read
+  dtype = config.model.get("dtype", "float32")
+  requested = config.model.get("attention_implementation", "auto")
+  impl = attention.resolve_implementation(requested, model_lib.DTYPES[dtype], devices[0])
+  config.model.attention_implementation = impl
+  size = config.data.image_size
+  mesh = Mesh(np.array(devices), (train.AXIS,))
+  replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P(train.AXIS))
+  tx = train.create_optimizer(config, steps_per_epoch=1000)
+  state = jax.eval_shape(lambda: train.create_train_state(config, jax.random.key(0), tx)[1])
+  state = _abstract(state, replicated)
+  model = model_lib.create_model(config.model)
+  result = {"target": {k: v for k, v in target.items() if k != "text"},
+            "num_devices": num_devices, "dtype": dtype, "image_size": int(size),
+            "attention_implementation": f"{impl}" + (" (auto)" if requested == "auto" else ""),
+            "compiler_options": COMPILER_OPTIONS, "jax": jax.__version__,
+            "inference": [], "train": []}
+  predict = jax.jit(lambda v, x: model.apply(v, x, train=False), keep_unused=True)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  one = SingleDeviceSharding(devices[0])
+  variables = _abstract(variables, one)
+  for b in sorted(batches):
+    images = jax.ShapeDtypeStruct((b, size, size, 3), jnp.uint8, sharding=one)
+    t = time.perf_counter()
+    compiled = predict.trace(variables, images).lower().compile(COMPILER_OPTIONS)
+    images_parameter = len(jax.tree.leaves(variables))  # after the variables (keep_unused)
+    result["inference"].append(_report("inference", b, compiled, time.perf_counter() - t,
+                                       target, data_parameters=(images_parameter,)))
+    _log(result["inference"][-1])
+  step = train.make_train_step(model, tx, config.loss, mesh)
+  for b in sorted(train_batches):
+    train.check_batch_size(b, num_devices)
+    data = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=split)
+            for k, v in bench.synthetic_train_batch(b, size).items()}
+    t = time.perf_counter()
+    compiled = step.trace(state, data).lower().compile(COMPILER_OPTIONS)
+    result["train"].append(_report("train", b, compiled, time.perf_counter() - t, target))
+    _log(result["train"][-1])
+  return result
+
+
+def _log(row):
+  print(f"{row['kind']} batch {row['batch']}: compiled in {row['compile_s']:.0f} s, "
+        f"{row['total_bytes'] / 2**30:.2f} GiB, {row['kernels']} kernels", flush=True)
+
+
+COLUMNS = ("batch", "XLA memory GiB (temporaries)", "fits", "kernels", "of them on weights only",
+           "fusions", "cuBLAS GEMMs", "cuDNN convs", "cuDNN attention", "copies",
+           "transposes MiB", "copies MiB", "compile s")
+
+
+def to_markdown(result: dict) -> str:
+  t = result["target"]
+  lines = [f"Compiled for {result['num_devices']} x **{t['name']}** (sm_"
+           f"{t['compute_capability'].replace('.', '')}, {t['device_memory_bytes'] / 2**30:.1f} "
+           f"GiB; target config `{pathlib.Path(t['path']).name}`, no device attached), "
+           f"{result['image_size']}x{result['image_size']}, {result['dtype']}, attention "
+           f"{result['attention_implementation']}, GEMMs on cuBLAS; jax {result['jax']}.", ""]
+  for section, title in (("inference", "Inference"), ("train", "Training step (per device)")):
+    rows = result.get(section) or []
+    if not rows:
+      continue
+    lines += [f"{title}:", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+      cells = (r["batch"], f"{r['total_bytes'] / 2**30:.2f} ({r['temp_bytes'] / 2**30:.2f})",
+               "yes" if r["fits"] else "**no**", r["kernels"], r.get("weights_only", "n/a"),
+               r["fusion"], r["gemm"],
+               r["conv"], r["attention"], r["copy"], f"{r['transpose_bytes'] / 2**20:.0f}",
+               f"{r['copy_bytes'] / 2**20:.0f}", f"{r['compile_s']:.0f}")
+      lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines.append("")
+  return "\n".join(lines).rstrip() + "\n"
+
+
+def define_flags():
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  config_flags.DEFINE_config_file("config", None, "Configuration file.", lock_config=False)
+  flags.DEFINE_string("target", "h100_sxm", "Shipped target name or GpuTargetConfigProto path.")
+  flags.DEFINE_string("batch", "1,256", "Inference batch sizes, comma-separated.")
+  flags.DEFINE_string("train_batch", "", "Training global batch sizes, comma-separated.")
+  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
+                    "Compute dtype (default: config.model.dtype).")
+  flags.DEFINE_integer("devices", 1, "Devices of the target host (data parallel training).")
+  flags.DEFINE_string("out", "workdir/aot", "Folder for aot.json and aot.md.")
+  flags.mark_flag_as_required("config")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  config = FLAGS.config
+  if FLAGS.dtype:
+    config.model.dtype = FLAGS.dtype
+  ints = lambda s: [int(x) for x in s.split(",") if x.strip()]
+  result = compile_for_target(config, read_target(FLAGS.target), ints(FLAGS.batch),
+                              ints(FLAGS.train_batch), FLAGS.devices)
+  result["command"] = " ".join(["python -m dfl_jax.aot"] + sys.argv[1:])
+  out = pathlib.Path(FLAGS.out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "aot.json").write_text(json.dumps(result, indent=1))
+  (out / "aot.md").write_text(to_markdown(result))
+  print(to_markdown(result))
+  print(f"wrote {out / 'aot.json'} and {out / 'aot.md'}")
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main)
