@@ -2,13 +2,15 @@
 
     python -m dfl_jax.bench --config=configs/dfl.py [--batch 1,8,64,256]
         [--dtype float32|bfloat16|float16] [--train] [--train_batch 64] [--image_size 256]
-        [--iters 20] [--warmup 3] [--out workdir/bench]
+        [--iters 20] [--warmup 3] [--noprepare_weights] [--out workdir/bench]
 
 Per inference batch size: compile time, latency (median and p90 of synchronous calls), images/s
 (``iters`` calls dispatched back to back, then one wait, as a serving loop runs), FLOPs per image
 from XLA's cost analysis, achieved FLOP/s and its fraction of the device's peak where the peak
 is known (``PEAK_FLOPS``), the device's peak memory (``memory_stats``; n/a on CPU) and XLA's
-own buffer estimate (arguments + outputs + temporaries). With ``--train``, the same for the real
+own buffer estimate (arguments + outputs + temporaries). Inference runs as
+``inference.Predictor`` serves: weights cast to the compute dtype and laid out once
+(``dfl_jax/serving.py``); ``--noprepare_weights`` passes the float32 weights every call. With ``--train``, the same for the real
 training step of ``dfl_jax/train.py`` (jit of shard_map over every device, state donated,
 Adam, losses) at ``--train_batch`` (default ``config.train.batch_size``, the global batch).
 
@@ -183,14 +185,23 @@ def random_images(batch: int, size: int, seed: int = 0):
 
 
 def bench_inference(model, variables, batch: int, size: int, warmup: int, iters: int,
-                    peak=None):
-  """Inference (``train=False``, every output) at one batch size on the default device."""
+                    peak=None, prepare_weights: bool = True):
+  """Inference (``train=False``, every output) at one batch size on the default device.
+
+  ``prepare_weights``: as ``inference.Predictor`` serves, the weights cast and laid out once
+  for the program (``serving.compile_inference``; its time is in the compile time); False:
+  the float32 weights passed to a plain jit every call.
+  """
+  from dfl_jax import serving  # pylint: disable=import-outside-toplevel
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
   images = jax.device_put(random_images(batch, size), device)
-  fn = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  fn = lambda v, x: model.apply(v, x, train=False)
   t = time.perf_counter()
-  compiled = fn.lower(variables, images).compile()
+  if prepare_weights:
+    compiled, variables = serving.compile_inference(fn, variables, images)
+  else:
+    compiled = jax.jit(fn).lower(variables, images).compile()
   compile_s = time.perf_counter() - t
   timing = time_calls(lambda: compiled(variables, images), warmup, iters)
   return _summary(batch, compile_s, timing, flops_of(compiled), peak, xla_bytes(compiled),
@@ -243,7 +254,7 @@ def bench_train(config, batch: int, warmup: int, iters: int, peak=None):
 
 
 def run(config, batches, train_batches=(), warmup: int = 3, iters: int = 20,
-        config_name: str = "", command: str = "") -> dict:
+        config_name: str = "", command: str = "", prepare_weights: bool = True) -> dict:
   """All measurements as one JSON-able dict."""
   from dfl_jax.model import init_variables  # pylint: disable=import-outside-toplevel
   dtype = config.model.get("dtype", "float32")
@@ -258,11 +269,12 @@ def run(config, batches, train_batches=(), warmup: int = 3, iters: int = 20,
       "device": facts, "peak_flops_per_s": peak,
       "versions": {"jax": jax.__version__, "jaxlib": _version("jaxlib"),
                    "flax": _version("flax"), "python": platform.python_version()},
-      "warmup": warmup, "iters": iters, "inference": [], "train": [],
+      "warmup": warmup, "iters": iters, "prepare_weights": prepare_weights,
+      "inference": [], "train": [],
   }
   for b in sorted(batches):
     result["inference"].append(bench_inference(model, variables, b, config.data.image_size,
-                                               warmup, iters, peak))
+                                               warmup, iters, peak, prepare_weights))
     _log(f"inference batch {b}", result["inference"][-1])
   for b in sorted(train_batches):
     result["train"].append(bench_train(config, b, warmup, iters, peak))
@@ -336,6 +348,9 @@ def to_markdown(result: dict) -> str:
     rows = result.get(section) or []
     if not rows:
       continue
+    if section == "inference":
+      title += (" (weights cast and laid out once, dfl_jax/serving.py)"
+                if result.get("prepare_weights", True) else " (float32 weights every call)")
     lines += [f"{title}:", "",
               "| " + " | ".join(c[1] for c in COLUMNS) + " |",
               "|" + "---|" * len(COLUMNS)]
@@ -373,6 +388,8 @@ def define_flags():
   flags.DEFINE_integer("warmup", 3, "Untimed calls after compilation.")
   flags.DEFINE_integer("iters", 20, "Timed calls per measurement.")
   flags.DEFINE_string("out", "workdir/bench", "Folder for bench.json and bench.md.")
+  flags.DEFINE_bool("prepare_weights", True, "Inference: weights cast and laid out once "
+                    "(dfl_jax/serving.py), as inference.Predictor serves; false: per call.")
   flags.mark_flag_as_required("config")
 
 
@@ -389,7 +406,7 @@ def main(argv):
   name = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "")
   command = " ".join(["python -m dfl_jax.bench"] + sys.argv[1:])
   result = run(config, _ints(FLAGS.batch), train_batches, FLAGS.warmup, FLAGS.iters, name,
-               command)
+               command, FLAGS.prepare_weights)
   paths = write(result, FLAGS.out)
   print(to_markdown(result))
   print(f"wrote {paths['json']} and {paths['markdown']}")

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dfl_jax import metrics, train
+from dfl_jax import metrics, serving, train
 from dfl_jax.model import create_model
 from input_pipeline import geometry
 
@@ -205,7 +205,9 @@ class Predictor:
       out.pop("segmentation_logits", None)
       return out
 
-    self._apply = jax.jit(apply)
+    # Weights cast and laid out once for this batch shape (serving.py), not on every call.
+    example = jnp.zeros((self.batch_size, net.image_size, net.image_size, 3), jnp.uint8)
+    self._apply, self._variables = serving.compile_inference(apply, net.variables, example)
 
   def __call__(self, crops) -> dict:
     """crops uint8 [N, S, S, 3] -> the model's outputs as NumPy, [N, ...] each."""
@@ -219,7 +221,7 @@ class Predictor:
       pad = b - len(chunk)
       if pad:
         chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-      out = jax.device_get(self._apply(self.net.variables, jnp.asarray(chunk)))
+      out = jax.device_get(self._apply(self._variables, jnp.asarray(chunk)))
       parts.append(jax.tree.map(lambda x, k=b - pad: np.asarray(x)[:k], out))
     return jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *parts)
 

@@ -35,7 +35,8 @@ def test_bench_tiny_writes_json_and_markdown(tmp_path):
   md = (tmp_path / "out" / "bench.md").read_text()
   assert paths["markdown"].endswith("bench.md")
   assert md.startswith("**configs/tiny.py**, 64x64, float32")
-  assert "Inference:" in md and "Training step:" in md
+  assert "Inference (weights cast and laid out once" in md and "Training step:" in md
+  assert loaded["prepare_weights"] is True
   header = "| " + " | ".join(c[1] for c in bench.COLUMNS) + " |"
   assert md.count(header) == 2
   table_rows = [l for l in md.splitlines() if l.startswith("| ") and l != header]
