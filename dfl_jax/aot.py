@@ -1,7 +1,7 @@
 """Compile DFL for a GPU that is not attached: memory and kernel inventory, without a device.
 
     python -m dfl_jax.aot --config=configs/dfl.py --target=h100_sxm --dtype=bfloat16 \
-        [--batch 1,256] [--train_batch 256] [--devices 1] [--out workdir/aot]
+        [--batch 1,256] [--train_batch 256] [--devices 1] [--noprepare_weights] [--out workdir/aot]
 
 XLA compiles for a GPU described by a target config (its ``GpuTargetConfigProto``: SM count,
 memory, compute capability, cuDNN version) through the PJRT CUDA plugin's compile-only devices,
@@ -158,12 +158,16 @@ def _report(kind, batch, compiled, seconds, target, data_parameters=()):
 
 
 def compile_for_target(config, target: dict, batches=(1,), train_batches=(),
-                       num_devices: int = 1) -> dict:
+                       num_devices: int = 1, prepare_weights: bool = True) -> dict:
   """Compiles inference (``model.apply``, every output) per batch and the real training step
-  (``train.make_train_step``, data parallel over ``num_devices``) per global batch."""
+  (``train.make_train_step``, data parallel over ``num_devices``) per global batch.
+
+  ``prepare_weights``: inference as ``inference.Predictor`` serves, its weights cast and laid
+  out once (``dfl_jax/serving.py``); False: float32 weights in the default layouts per call.
+  """
   # pylint: disable=import-outside-toplevel
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSharding
-  from dfl_jax import attention, bench, train
+  from dfl_jax import attention, bench, serving, train
   from dfl_jax import model as model_lib
   # pylint: enable=import-outside-toplevel
   devices = target_devices(target, num_devices)
@@ -183,15 +187,21 @@ def compile_for_target(config, target: dict, batches=(1,), train_batches=(),
             "num_devices": num_devices, "dtype": dtype, "image_size": int(size),
             "attention_implementation": f"{impl}" + (" (auto)" if requested == "auto" else ""),
             "compiler_options": COMPILER_OPTIONS, "jax": jax.__version__,
+            "prepare_weights": prepare_weights,
             "inference": [], "train": []}
-  predict = jax.jit(lambda v, x: model.apply(v, x, train=False), keep_unused=True)
+  predict = lambda v, x: model.apply(v, x, train=False)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   one = SingleDeviceSharding(devices[0])
   variables = _abstract(variables, one)
   for b in sorted(batches):
     images = jax.ShapeDtypeStruct((b, size, size, 3), jnp.uint8, sharding=one)
     t = time.perf_counter()
-    compiled = predict.trace(variables, images).lower().compile(COMPILER_OPTIONS)
+    if prepare_weights:  # as inference.Predictor and the bench serve
+      compiled, _ = serving.compile_inference(predict, variables, images, layouts=True,
+                                              compiler_options=COMPILER_OPTIONS)
+    else:
+      compiled = jax.jit(predict, keep_unused=True).trace(variables, images).lower().compile(
+          COMPILER_OPTIONS)
     images_parameter = len(jax.tree.leaves(variables))  # after the variables (keep_unused)
     result["inference"].append(_report("inference", b, compiled, time.perf_counter() - t,
                                        target, data_parameters=(images_parameter,)))
@@ -229,6 +239,9 @@ def to_markdown(result: dict) -> str:
     rows = result.get(section) or []
     if not rows:
       continue
+    if section == "inference":
+      title += (" (weights cast and laid out once, dfl_jax/serving.py)"
+                if result.get("prepare_weights", True) else " (float32 weights every call)")
     lines += [f"{title}:", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
       cells = (r["batch"], f"{r['total_bytes'] / 2**30:.2f} ({r['temp_bytes'] / 2**30:.2f})",
@@ -251,6 +264,8 @@ def define_flags():
                     "Compute dtype (default: config.model.dtype).")
   flags.DEFINE_integer("devices", 1, "Devices of the target host (data parallel training).")
   flags.DEFINE_string("out", "workdir/aot", "Folder for aot.json and aot.md.")
+  flags.DEFINE_bool("prepare_weights", True, "Inference: weights cast and laid out once "
+                    "(dfl_jax/serving.py), as inference.Predictor serves; false: per call.")
   flags.mark_flag_as_required("config")
 
 
@@ -263,7 +278,7 @@ def main(argv):
     config.model.dtype = FLAGS.dtype
   ints = lambda s: [int(x) for x in s.split(",") if x.strip()]
   result = compile_for_target(config, read_target(FLAGS.target), ints(FLAGS.batch),
-                              ints(FLAGS.train_batch), FLAGS.devices)
+                              ints(FLAGS.train_batch), FLAGS.devices, FLAGS.prepare_weights)
   result["command"] = " ".join(["python -m dfl_jax.aot"] + sys.argv[1:])
   out = pathlib.Path(FLAGS.out)
   out.mkdir(parents=True, exist_ok=True)

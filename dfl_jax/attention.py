@@ -150,8 +150,9 @@ class DecoupledAttention(nn.Module):
       if qk_width < v_width:  # one relation: zero columns leave Q K^T as it is
         scaled.append(jnp.zeros(scaled[0].shape[:-1] + (v_width - qk_width,), self.dtype))
         keys.append(jnp.zeros(keys[0].shape[:-1] + (v_width - qk_width,), self.dtype))
+      values = [v[t].astype(self.dtype) for t in ("a", "p") if v[t] is not None]
       args = (jnp.concatenate(scaled, axis=-1), jnp.concatenate(keys, axis=-1),
-              jnp.concatenate([v[t].astype(self.dtype) for t in ("a", "p") if v[t] is not None], -1))
+              jnp.concatenate(values, axis=-1))
       mask = None if mask is None else jnp.asarray(mask, bool)
       try:
         fused = jax.nn.dot_product_attention(*args, mask=mask, scale=1.0,
