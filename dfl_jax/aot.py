@@ -1,4 +1,4 @@
-"""Compile DFL for a GPU that is not attached: memory and kernel inventory, without a device.
+"""Compile DFL for a GPU or TPU that is not attached: memory and kernel inventory, no device.
 
     python -m dfl_jax.aot --config=configs/dfl.py --target=h100_sxm --dtype=bfloat16 \
         [--batch 1,256] [--train_batch 256] [--devices 1] [--noprepare_weights] [--out workdir/aot]
@@ -16,6 +16,9 @@ Nothing runs, so nothing here is a speed: time the real thing with ``dfl_jax.ben
 JAX's CUDA plugin (``pip install -e '.[cuda13]'``, or ``.[cuda12]`` for Volta) but no GPU or
 driver. Shipped targets (``--target`` NAME) are in ``dfl_jax/assets/gpu_targets/``; any other
 GPU takes a path to its text proto (XLA keeps some in ``xla/tools/hlo_opt/gpu_specs/``).
+Cloud TPU hosts (``tpu_v4``, ``tpu_v5e``, ``tpu_v5p``, ``tpu_v6e``: 4 chips, ``TPU_TARGETS``)
+come from libtpu's topology descriptions (``pip install -e '.[tpu]'``, no TPU needed); there
+every kernel is an XLA fusion, so the library columns read 0.
 
 Two choices, both reported: the CUDA plugin's version check against an attached driver is
 skipped (``JAX_SKIP_CUDA_CONSTRAINTS_CHECK``: there is no driver), and every GEMM is compiled
@@ -39,8 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 
 TARGETS = pathlib.Path(__file__).parent / "assets" / "gpu_targets"
-COMPILER_OPTIONS = {"xla_gpu_enable_triton_gemm": False}
-NOT_KERNELS = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast")
+COMPILER_OPTIONS = {"cuda": {"xla_gpu_enable_triton_gemm": False}, "tpu": {}}
+KERNELS = ("fusion", "custom-call", "copy", "transpose", "dot", "convolution")
 BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
          "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
 
@@ -51,14 +54,29 @@ def target_path(target: str) -> pathlib.Path:
   if not path.suffix:
     path = TARGETS / f"{target}.txtpb"
   if not path.is_file():
-    shipped = sorted(p.stem for p in TARGETS.glob("*.txtpb"))
+    shipped = sorted(p.stem for p in TARGETS.glob("*.txtpb")) + sorted(TPU_TARGETS)
     raise FileNotFoundError(f"--target {target!r}: no file {path}; shipped targets: {shipped}, "
                             f"or give the path of a GpuTargetConfigProto text file")
   return path
 
 
+# Cloud TPU hosts (4 chips each) that libtpu describes without a TPU: --target NAME ->
+# (topology, chip config, device_kind, HBM per JAX device from the Cloud TPU docs).
+TPU_TARGETS = {
+    "tpu_v4": ("v4:2x2x1", "megacore", "TPU v4", 32 * 2**30),
+    "tpu_v5e": ("v5e:2x2", "default", "TPU v5 lite", 16 * 2**30),
+    "tpu_v5p": ("v5p:2x2x1", "megachip_tccontrol", "TPU v5", 95 * 2**30),
+    "tpu_v6e": ("v6e:2x2", "default", "TPU v6 lite", 32 * 2**30),
+}
+
+
 def read_target(target: str) -> dict:
   """The facts of a target config that the report uses: name, compute capability, memory."""
+  if target in TPU_TARGETS:
+    topology, chip_config, kind, memory = TPU_TARGETS[target]
+    return {"platform": "tpu", "path": target, "name": kind, "topology": topology,
+            "chip_config": chip_config, "compute_capability": None,
+            "device_memory_bytes": memory}
   path = target_path(target)
   text = path.read_text()
   name = re.search(r'device_description_str:\s*"([^"]*)"', text)
@@ -68,16 +86,29 @@ def read_target(target: str) -> dict:
   if not (name and major and memory):
     raise ValueError(f"{path}: not a GpuTargetConfigProto text (needs device_description_str, "
                      f"cuda_compute_capability and device_memory_size)")
-  return {"path": str(path), "text": text, "name": name.group(1),
+  return {"platform": "cuda", "path": str(path), "text": text, "name": name.group(1),
           "compute_capability": f"{major.group(1)}.{minor.group(1) if minor else 0}",
           "device_memory_bytes": int(memory.group(1))}
 
 
 def target_devices(target: dict, num_devices: int = 1):
-  """``num_devices`` compile-only devices of the target GPU (one host)."""
+  """``num_devices`` compile-only devices of the target (one host)."""
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  if target["platform"] == "tpu":
+    try:
+      topo = topologies.get_topology_desc(
+          platform="tpu", topology_name=target["topology"],
+          chip_config_name=target["chip_config"], chips_per_host_bounds=(2, 2, 1),
+          num_slices=1, wrap=(False, False, False))
+    except RuntimeError as e:
+      raise RuntimeError(f"--target {target['path']!r} needs libtpu to compile for a TPU (no "
+                         f"TPU needed): pip install -e '.[tpu]' ({e})") from e
+    if num_devices > len(topo.devices):
+      raise ValueError(f"--devices {num_devices}: a {target['name']} host has "
+                       f"{len(topo.devices)}")
+    return list(topo.devices)[:num_devices]
   # No driver to check the CUDA libraries against; must be set before the plugin initialises.
   os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
-  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   try:
     topo = topologies.get_topology_desc("dfl", "cuda", target_config=target["text"],
                                         topology=f"1x1x{num_devices}")
@@ -112,7 +143,7 @@ def kernel_inventory(hlo_text: str, data_parameters=()) -> dict:
       continue
     args = re.findall(r"%([\w.-]+)", rest.split("), ")[0])
     depends[name] = any(depends.get(a, False) for a in args)
-    if data_parameters and not depends[name] and op not in NOT_KERNELS:
+    if data_parameters and not depends[name] and op in KERNELS:
       count["weights_only"] += 1
     size = sum(BYTES.get(dt, 4) * int(np.prod([int(d) for d in dims.split(",") if d]))
                for dt, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", shape))
@@ -154,6 +185,7 @@ def _report(kind, batch, compiled, seconds, target, data_parameters=()):
          "temp_bytes": int(m.temp_size_in_bytes), "total_bytes": int(total),
          "fits": bool(total <= target["device_memory_bytes"])}
   row.update(kernel_inventory(compiled.as_text(), data_parameters))
+
   return row
 
 
@@ -171,6 +203,7 @@ def compile_for_target(config, target: dict, batches=(1,), train_batches=(),
   from dfl_jax import model as model_lib
   # pylint: enable=import-outside-toplevel
   devices = target_devices(target, num_devices)
+  options = COMPILER_OPTIONS[target["platform"]]
   config = train.restore_config(config)  # BatchNorm's mode resolved; no weight file read
   dtype = config.model.get("dtype", "float32")
   requested = config.model.get("attention_implementation", "auto")
@@ -186,7 +219,7 @@ def compile_for_target(config, target: dict, batches=(1,), train_batches=(),
   result = {"target": {k: v for k, v in target.items() if k != "text"},
             "num_devices": num_devices, "dtype": dtype, "image_size": int(size),
             "attention_implementation": f"{impl}" + (" (auto)" if requested == "auto" else ""),
-            "compiler_options": COMPILER_OPTIONS, "jax": jax.__version__,
+            "compiler_options": options, "jax": jax.__version__,
             "prepare_weights": prepare_weights,
             "inference": [], "train": []}
   predict = lambda v, x: model.apply(v, x, train=False)
@@ -198,10 +231,10 @@ def compile_for_target(config, target: dict, batches=(1,), train_batches=(),
     t = time.perf_counter()
     if prepare_weights:  # as inference.Predictor and the bench serve
       compiled, _ = serving.compile_inference(predict, variables, images, layouts=True,
-                                              compiler_options=COMPILER_OPTIONS)
+                                              compiler_options=options)
     else:
       compiled = jax.jit(predict, keep_unused=True).trace(variables, images).lower().compile(
-          COMPILER_OPTIONS)
+          options)
     images_parameter = len(jax.tree.leaves(variables))  # after the variables (keep_unused)
     result["inference"].append(_report("inference", b, compiled, time.perf_counter() - t,
                                        target, data_parameters=(images_parameter,)))
@@ -212,7 +245,7 @@ def compile_for_target(config, target: dict, batches=(1,), train_batches=(),
     data = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=split)
             for k, v in bench.synthetic_train_batch(b, size).items()}
     t = time.perf_counter()
-    compiled = step.trace(state, data).lower().compile(COMPILER_OPTIONS)
+    compiled = step.trace(state, data).lower().compile(options)
     result["train"].append(_report("train", b, compiled, time.perf_counter() - t, target))
     _log(result["train"][-1])
   return result
@@ -230,11 +263,17 @@ COLUMNS = ("batch", "XLA memory GiB (temporaries)", "fits", "kernels", "of them 
 
 def to_markdown(result: dict) -> str:
   t = result["target"]
-  lines = [f"Compiled for {result['num_devices']} x **{t['name']}** (sm_"
-           f"{t['compute_capability'].replace('.', '')}, {t['device_memory_bytes'] / 2**30:.1f} "
-           f"GiB; target config `{pathlib.Path(t['path']).name}`, no device attached), "
+  if t.get("platform") == "tpu":
+    what = f"topology `{t['topology']}` from libtpu"
+  else:
+    what = (f"sm_{t['compute_capability'].replace('.', '')}, target config "
+            f"`{pathlib.Path(t['path']).name}`")
+  lines = [f"Compiled for {result['num_devices']} x **{t['name']}** ("
+           f"{t['device_memory_bytes'] / 2**30:.1f} GiB, {what}; no device attached), "
            f"{result['image_size']}x{result['image_size']}, {result['dtype']}, attention "
-           f"{result['attention_implementation']}, GEMMs on cuBLAS; jax {result['jax']}.", ""]
+           f"{result['attention_implementation']}"
+           + (", GEMMs on cuBLAS" if t.get("platform") != "tpu" else "")
+           + f"; jax {result['jax']}.", ""]
   for section, title in (("inference", "Inference"), ("train", "Training step (per device)")):
     rows = result.get(section) or []
     if not rows:

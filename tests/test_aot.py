@@ -69,7 +69,7 @@ def test_shipped_targets(name, capability, memory_gib):
 
 
 def test_unknown_target_names_the_flag_and_the_shipped_ones(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"--target 'a100'.*h100_sxm.*titan_v"):
+  with pytest.raises(FileNotFoundError, match=r"--target 'a100'.*h100_sxm.*titan_v.*tpu_v5e"):
     aot.read_target("a100")
   bad = tmp_path / "gpu.txtpb"
   bad.write_text("platform_name: 'CUDA'\n")
@@ -103,3 +103,24 @@ def test_compile_for_target_or_a_clear_error():
   assert inference["conv"] > 0 and inference["attention"] == 0
   assert step["kernels"] > inference["kernels"]
   assert "Titan V" in aot.to_markdown(result) or "TITAN V" in aot.to_markdown(result)
+
+
+def test_tpu_target_compiles_or_a_clear_error():
+  """With libtpu installed (no TPU needed), the tiny model compiles for a TPU v5e in bfloat16
+  (attention 'auto': XLA's form). Without it (CI), the error says what to install."""
+  from configs import tiny  # pylint: disable=import-outside-toplevel
+  config = tiny.get_config()
+  config.model.dtype = "bfloat16"
+  target = aot.read_target("tpu_v5e")
+  assert target["platform"] == "tpu" and target["device_memory_bytes"] == 16 * 2**30
+  if importlib.util.find_spec("libtpu") is None:
+    with pytest.raises(RuntimeError, match=r"--target 'tpu_v5e' needs libtpu.*\[tpu\]"):
+      aot.compile_for_target(config, target, batches=(2,))
+    return
+  result = aot.compile_for_target(config, target, batches=(2,), train_batches=(4,),
+                                  num_devices=2)
+  assert result["attention_implementation"] == "xla (auto)"
+  (inference,), (step,) = result["inference"], result["train"]
+  assert inference["fits"] and step["fits"] and step["kernels"] > inference["kernels"]
+  assert 0 < inference["weights_only"] < inference["kernels"]
+  assert "TPU v5 lite" in aot.to_markdown(result)
