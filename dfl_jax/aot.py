@@ -23,8 +23,8 @@ every kernel is an XLA fusion, so the library columns read 0.
 Two choices, both reported: the CUDA plugin's version check against an attached driver is
 skipped (``JAX_SKIP_CUDA_CONSTRAINTS_CHECK``: there is no driver), and every GEMM is compiled
 for cuBLAS (``xla_gpu_enable_triton_gemm=False``), because without a device XLA cannot
-autotune, and XLA 0.10's untuned Triton GEMM tiling refused one of the model's dots (the
-initial aggregation of the position features), which autotuning on a device would skip.
+autotune, and the untuned Triton GEMM tiling of jax/jaxlib 0.10.2's XLA refused one of the
+model's dots (the initial aggregation of the position features), which autotuning would skip.
 ``config.model.attention_implementation='auto'`` is resolved for the target, not for this host.
 """
 
@@ -42,8 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 
 TARGETS = pathlib.Path(__file__).parent / "assets" / "gpu_targets"
+GPU_MEMORY_FRACTION = 0.75  # JAX's default XLA_PYTHON_CLIENT_MEM_FRACTION
 COMPILER_OPTIONS = {"cuda": {"xla_gpu_enable_triton_gemm": False}, "tpu": {}}
-KERNELS = ("fusion", "custom-call", "copy", "transpose", "dot", "convolution")
+NOT_KERNELS = ("parameter", "constant", "get-tuple-element", "tuple", "bitcast",
+               "opt-barrier", "after-all", "partition-id", "replica-id")
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+KINDS = ("fusion", "gemm", "conv", "attention", "other_custom", "copy", "transpose",
+         "collective", "other")
 BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
          "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8}
 
@@ -86,9 +91,18 @@ def read_target(target: str) -> dict:
   if not (name and major and memory):
     raise ValueError(f"{path}: not a GpuTargetConfigProto text (needs device_description_str, "
                      f"cuda_compute_capability and device_memory_size)")
-  return {"platform": "cuda", "path": str(path), "text": text, "name": name.group(1),
+  shown = (f"dfl_jax/assets/gpu_targets/{path.name}"
+           if path.resolve().parent == TARGETS.resolve() else str(path))
+  return {"platform": "cuda", "path": shown, "text": text, "name": name.group(1),
           "compute_capability": f"{major.group(1)}.{minor.group(1) if minor else 0}",
           "device_memory_bytes": int(memory.group(1))}
+
+
+def usable_bytes(target: dict) -> int:
+  """What a JAX process may allocate: on GPUs the 75% of the memory that JAX's allocator takes
+  by default (``XLA_PYTHON_CLIENT_MEM_FRACTION``), on TPUs the whole HBM."""
+  fraction = 1.0 if target["platform"] == "tpu" else GPU_MEMORY_FRACTION
+  return int(fraction * target["device_memory_bytes"])
 
 
 def target_devices(target: dict, num_devices: int = 1):
@@ -123,10 +137,14 @@ def kernel_inventory(hlo_text: str, data_parameters=()) -> dict:
   """Counts the launches of a compiled HLO module's entry computation by kind.
 
   Kinds: XLA ``fusion`` kernels; custom calls by library (``gemm``: cuBLAS; ``conv``, ``attention``:
-  cuDNN; ``other_custom``); ``copy``. ``transpose_bytes`` / ``copy_bytes``: what the layout
-  transposes (fusions whose name says transpose, and bare transposes) and copies write.
-  With ``data_parameters`` (entry parameter numbers of the inputs, e.g. the images),
-  ``weights_only``: the kernels that depend on no input (weights cast or re-laid out per call).
+  cuDNN; ``other_custom``); ``copy``; bare ``transpose``; ``collective`` (all-reduce and
+  friends: the data-parallel step); ``other`` (any other instruction but parameters, constants,
+  tuples and bitcasts). An async pair counts once. ``transpose_bytes`` / ``copy_bytes``: what
+  the layout transposes (fusions whose name says transpose, as XLA names them, and bare
+  transposes) and copies write. With ``data_parameters`` (entry parameter numbers of the
+  inputs, e.g. the images; one parameter per argument leaf), ``weights_only``: the kernels that
+  depend on no input (weights cast or re-laid out per call, and what depends on constants
+  alone, such as the position features).
   """
   start = hlo_text.find("\nENTRY")
   entry = hlo_text[start:] if start >= 0 else hlo_text
@@ -143,7 +161,9 @@ def kernel_inventory(hlo_text: str, data_parameters=()) -> dict:
       continue
     args = re.findall(r"%([\w.-]+)", rest.split("), ")[0])
     depends[name] = any(depends.get(a, False) for a in args)
-    if data_parameters and not depends[name] and op in KERNELS:
+    if op in NOT_KERNELS or op.endswith("-done"):  # an async pair counts at its start
+      continue
+    if data_parameters and not depends[name]:
       count["weights_only"] += 1
     size = sum(BYTES.get(dt, 4) * int(np.prod([int(d) for d in dims.split(",") if d]))
                for dt, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", shape))
@@ -163,8 +183,11 @@ def kernel_inventory(hlo_text: str, data_parameters=()) -> dict:
       nbytes[f"{op}_bytes"] += size
     elif op in ("dot", "convolution"):  # backends without library calls (CPU)
       count["gemm" if op == "dot" else "conv"] += 1
-  out = {k: count.get(k, 0) for k in ("fusion", "gemm", "conv", "attention", "other_custom",
-                                      "copy", "transpose")}
+    elif op.startswith(COLLECTIVES):
+      count["collective"] += 1
+    else:
+      count["other"] += 1
+  out = {k: count.get(k, 0) for k in KINDS}
   out["kernels"] = sum(out.values())
   if data_parameters:
     out["weights_only"] = count.get("weights_only", 0)
@@ -183,7 +206,7 @@ def _report(kind, batch, compiled, seconds, target, data_parameters=()):
   row = {"kind": kind, "batch": batch, "compile_s": seconds,
          "argument_bytes": int(m.argument_size_in_bytes),
          "temp_bytes": int(m.temp_size_in_bytes), "total_bytes": int(total),
-         "fits": bool(total <= target["device_memory_bytes"])}
+         "fits": bool(total <= usable_bytes(target))}
   row.update(kernel_inventory(compiled.as_text(), data_parameters))
 
   return row
@@ -191,7 +214,7 @@ def _report(kind, batch, compiled, seconds, target, data_parameters=()):
 
 def compile_for_target(config, target: dict, batches=(1,), train_batches=(),
                        num_devices: int = 1, prepare_weights: bool = True) -> dict:
-  """Compiles inference (``model.apply``, every output) per batch and the real training step
+  """Compiles inference (``model.apply`` as Predictor serves it) per batch and the training step
   (``train.make_train_step``, data parallel over ``num_devices``) per global batch.
 
   ``prepare_weights``: inference as ``inference.Predictor`` serves, its weights cast and laid
@@ -222,7 +245,11 @@ def compile_for_target(config, target: dict, batches=(1,), train_batches=(),
             "compiler_options": options, "jax": jax.__version__,
             "prepare_weights": prepare_weights,
             "inference": [], "train": []}
-  predict = lambda v, x: model.apply(v, x, train=False)
+  def predict(v, x):  # what inference.Predictor returns: no segmentation logits
+    out = model.apply(v, x, train=False)
+    out.pop("segmentation_logits", None)
+    return out
+
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   one = SingleDeviceSharding(devices[0])
   variables = _abstract(variables, one)
@@ -268,19 +295,24 @@ def to_markdown(result: dict) -> str:
   else:
     what = (f"sm_{t['compute_capability'].replace('.', '')}, target config "
             f"`{pathlib.Path(t['path']).name}`")
-  lines = [f"Compiled for {result['num_devices']} x **{t['name']}** ("
+  devices = (f"inference on 1, training over {result['num_devices']} x"
+             if result["num_devices"] > 1 else "1 x")
+  lines = [f"Compiled for {devices} **{t['name']}** ("
            f"{t['device_memory_bytes'] / 2**30:.1f} GiB, {what}; no device attached), "
            f"{result['image_size']}x{result['image_size']}, {result['dtype']}, attention "
            f"{result['attention_implementation']}"
            + (", GEMMs on cuBLAS" if t.get("platform") != "tpu" else "")
-           + f"; jax {result['jax']}.", ""]
+           + f"; jax {result['jax']}. Fits: XLA's arguments + outputs + temporaries within "
+           + ("the HBM" if t.get("platform") == "tpu" else
+              f"the {GPU_MEMORY_FRACTION:.0%} of memory JAX's allocator takes by default") + ".",
+           ""]
   for section, title in (("inference", "Inference"), ("train", "Training step (per device)")):
     rows = result.get(section) or []
     if not rows:
       continue
     if section == "inference":
       title += (" (weights cast and laid out once, dfl_jax/serving.py)"
-                if result.get("prepare_weights", True) else " (float32 weights every call)")
+                if result.get("prepare_weights") else " (float32 weights every call)")
     lines += [f"{title}:", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
       cells = (r["batch"], f"{r['total_bytes'] / 2**30:.2f} ({r['temp_bytes'] / 2**30:.2f})",
@@ -296,7 +328,8 @@ def to_markdown(result: dict) -> str:
 def define_flags():
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
   config_flags.DEFINE_config_file("config", None, "Configuration file.", lock_config=False)
-  flags.DEFINE_string("target", "h100_sxm", "Shipped target name or GpuTargetConfigProto path.")
+  flags.DEFINE_string("target", "h100_sxm", "h100_sxm | titan_v | tpu_v4 | tpu_v5e | tpu_v5p | "
+                      "tpu_v6e, or the path of a GpuTargetConfigProto text file.")
   flags.DEFINE_string("batch", "1,256", "Inference batch sizes, comma-separated.")
   flags.DEFINE_string("train_batch", "", "Training global batch sizes, comma-separated.")
   flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],

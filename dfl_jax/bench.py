@@ -186,7 +186,7 @@ def random_images(batch: int, size: int, seed: int = 0):
 
 def bench_inference(model, variables, batch: int, size: int, warmup: int, iters: int,
                     peak=None, prepare_weights: bool = True):
-  """Inference (``train=False``, every output) at one batch size on the default device.
+  """Inference (``train=False``, what Predictor returns) at one batch size on the default device.
 
   ``prepare_weights``: as ``inference.Predictor`` serves, the weights cast and laid out once
   for the program (``serving.compile_inference``; its time is in the compile time); False:
@@ -196,7 +196,11 @@ def bench_inference(model, variables, batch: int, size: int, warmup: int, iters:
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
   images = jax.device_put(random_images(batch, size), device)
-  fn = lambda v, x: model.apply(v, x, train=False)
+  def fn(v, x):  # what inference.Predictor returns: no segmentation logits
+    out = model.apply(v, x, train=False)
+    out.pop("segmentation_logits", None)
+    return out
+
   t = time.perf_counter()
   if prepare_weights:
     compiled, variables = serving.compile_inference(fn, variables, images)
@@ -350,7 +354,7 @@ def to_markdown(result: dict) -> str:
       continue
     if section == "inference":
       title += (" (weights cast and laid out once, dfl_jax/serving.py)"
-                if result.get("prepare_weights", True) else " (float32 weights every call)")
+                if result.get("prepare_weights") else " (float32 weights every call)")
     lines += [f"{title}:", "",
               "| " + " | ".join(c[1] for c in COLUMNS) + " |",
               "|" + "---|" * len(COLUMNS)]

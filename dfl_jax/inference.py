@@ -215,6 +215,10 @@ class Predictor:
     n, b = len(crops), self.batch_size
     if n == 0:
       raise ValueError("no crops to predict on")
+    size = self.net.image_size
+    if crops.dtype != np.uint8 or crops.shape[1:] != (size, size, 3):
+      raise ValueError(f"Predictor takes uint8 crops [N, {size}, {size}, 3] (crop_image makes "
+                       f"them), got {crops.dtype} {list(crops.shape)}")
     parts = []
     for start in range(0, n, b):
       chunk = crops[start:start + b]

@@ -56,3 +56,22 @@ def test_prepared_weights_give_identical_outputs(tiny_bf16, layouts):
   got = compiled(prepared, images)
   for key in want:
     np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]), err_msg=key)
+
+
+def test_predictor_serves_prepared_weights_and_names_bad_crops(trained_workdir):
+  """inference.Predictor (weights prepared once) returns what model.apply returns, padding a
+  partial batch; crops of another size or dtype are refused with the expected form named."""
+  from dfl_jax import inference  # pylint: disable=import-outside-toplevel
+  net = inference.load_model(trained_workdir)
+  size = net.image_size
+  crops = np.random.RandomState(1).randint(0, 256, (3, size, size, 3)).astype(np.uint8)
+  got = inference.Predictor(net, batch_size=2)(crops)
+  want = jax.jit(lambda v, x: net.model.apply(v, x, train=False))(net.variables, crops)
+  for key, value in got.items():
+    np.testing.assert_allclose(value, np.asarray(want[key]), rtol=1e-5, atol=1e-5,
+                               err_msg=key)
+  predictor = inference.Predictor(net, batch_size=2)
+  with pytest.raises(ValueError, match=rf"uint8 crops \[N, {size}, {size}, 3\].*float32"):
+    predictor(crops.astype(np.float32) / 255)
+  with pytest.raises(ValueError, match=r"uint8 crops .*\[3, 64, 64, 3\]"):
+    predictor(crops[:, :64, :64])
