@@ -17,8 +17,8 @@ JAX's CUDA plugin (``pip install -e '.[cuda13]'``, or ``.[cuda12]`` for Volta) b
 driver. Shipped targets (``--target`` NAME) are in ``dfl_jax/assets/gpu_targets/``; any other
 GPU takes a path to its text proto (XLA keeps some in ``xla/tools/hlo_opt/gpu_specs/``).
 Cloud TPU hosts (``tpu_v4``, ``tpu_v5e``, ``tpu_v5p``, ``tpu_v6e``: 4 chips, ``TPU_TARGETS``)
-come from libtpu's topology descriptions (``pip install -e '.[tpu]'``, no TPU needed); there
-every kernel is an XLA fusion, so the library columns read 0.
+come from libtpu's topology descriptions (``pip install -e '.[tpu]'``, no TPU needed); their
+report shows memory only (``TPU_COLUMNS``).
 
 Two choices, both reported: the CUDA plugin's version check against an attached driver is
 skipped (``JAX_SKIP_CUDA_CONSTRAINTS_CHECK``: there is no driver), and every GEMM is compiled
@@ -288,6 +288,11 @@ COLUMNS = ("batch", "XLA memory GiB (temporaries)", "fits", "kernels", "of them 
            "transposes MiB", "copies MiB", "compile s")
 
 
+# XLA:TPU's compiled HLO has no one-instruction-one-launch reading (most of it is neither a
+# fusion nor a library call): the JSON keeps the counts, the table shows memory only.
+TPU_COLUMNS = ("batch", "XLA memory GiB (temporaries)", "fits", "compile s")
+
+
 def to_markdown(result: dict) -> str:
   t = result["target"]
   if t.get("platform") == "tpu":
@@ -306,6 +311,8 @@ def to_markdown(result: dict) -> str:
            + ("the HBM" if t.get("platform") == "tpu" else
               f"the {GPU_MEMORY_FRACTION:.0%} of memory JAX's allocator takes by default") + ".",
            ""]
+  tpu = t.get("platform") == "tpu"
+  columns = TPU_COLUMNS if tpu else COLUMNS
   for section, title in (("inference", "Inference"), ("train", "Training step (per device)")):
     rows = result.get(section) or []
     if not rows:
@@ -313,8 +320,13 @@ def to_markdown(result: dict) -> str:
     if section == "inference":
       title += (" (weights cast and laid out once, dfl_jax/serving.py)"
                 if result.get("prepare_weights") else " (float32 weights every call)")
-    lines += [f"{title}:", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += [f"{title}:", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
+      if tpu:
+        lines.append(f"| {r['batch']} | {r['total_bytes'] / 2**30:.2f} "
+                     f"({r['temp_bytes'] / 2**30:.2f}) | {'yes' if r['fits'] else '**no**'} | "
+                     f"{r['compile_s']:.0f} |")
+        continue
       cells = (r["batch"], f"{r['total_bytes'] / 2**30:.2f} ({r['temp_bytes'] / 2**30:.2f})",
                "yes" if r["fits"] else "**no**", r["kernels"], r.get("weights_only", "n/a"),
                r["fusion"], r["gemm"],

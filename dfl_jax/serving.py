@@ -3,7 +3,7 @@
 A jitted ``model.apply`` of a bfloat16/float16 model with float32 weights casts every weight to
 the compute dtype on every call, and on a GPU also re-lays out every convolution filter for
 cuDNN. Compiled for an H100 at batch 1 (``python -m dfl_jax.aot``), 185 of the paper model's
-512 kernels depend on the weights alone: at batch 1, where latency is bound by kernel launches,
+511 kernels depend on the weights alone: at batch 1, where latency is bound by kernel launches,
 that is work to do once. ``compile_inference`` does it at load time:
 
 1. A weight whose every use in the traced program is a cast to one 16-bit dtype is cast once
@@ -12,7 +12,7 @@ that is work to do once. ``compile_inference`` does it at load time:
 2. With ``layouts=True`` (default on GPUs and TPUs) XLA chooses every weight's layout for the
    program (``Layout.AUTO``) and the weights are placed in it once.
 
-Compiled for an H100 at batch 1 (bfloat16), both together: 512 -> 375 kernels (48 left on
+Compiled for an H100 at batch 1 (bfloat16), both together: 511 -> 374 kernels (48 left on
 weights alone: the position features and their projections, norm constants), and layout
 transposes per call 52 MiB -> 0 (docs/benchmarks.md). The compiled function is for one input
 shape; the prepared weights belong to it.
