@@ -245,11 +245,7 @@ def compile_for_target(config, target: dict, batches=(1,), train_batches=(),
             "compiler_options": options, "jax": jax.__version__,
             "prepare_weights": prepare_weights,
             "inference": [], "train": []}
-  def predict(v, x):  # what inference.Predictor returns: no segmentation logits
-    out = model.apply(v, x, train=False)
-    out.pop("segmentation_logits", None)
-    return out
-
+  predict = serving.predict_fn(model)  # what inference.Predictor returns
   variables = {"params": state.params, "batch_stats": state.batch_stats}
   one = SingleDeviceSharding(devices[0])
   variables = _abstract(variables, one)

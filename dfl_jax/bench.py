@@ -196,11 +196,7 @@ def bench_inference(model, variables, batch: int, size: int, warmup: int, iters:
   device = jax.devices()[0]
   variables = jax.device_put(variables, device)
   images = jax.device_put(random_images(batch, size), device)
-  def fn(v, x):  # what inference.Predictor returns: no segmentation logits
-    out = model.apply(v, x, train=False)
-    out.pop("segmentation_logits", None)
-    return out
-
+  fn = serving.predict_fn(model)  # what inference.Predictor returns
   t = time.perf_counter()
   if prepare_weights:
     compiled, variables = serving.compile_inference(fn, variables, images)

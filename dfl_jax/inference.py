@@ -198,16 +198,10 @@ class Predictor:
 
   def __init__(self, net: LoadedModel, batch_size: int = 8, attention: bool = False):
     self.net, self.batch_size, self.attention = net, int(batch_size), attention
-    model = net.model
-
-    def apply(variables, images):
-      out = model.apply(variables, images, train=False, return_attention=attention)
-      out.pop("segmentation_logits", None)
-      return out
-
     # Weights cast and laid out once for this batch shape (serving.py), not on every call.
     example = jnp.zeros((self.batch_size, net.image_size, net.image_size, 3), jnp.uint8)
-    self._apply, self._variables = serving.compile_inference(apply, net.variables, example)
+    self._apply, self._variables = serving.compile_inference(
+        serving.predict_fn(net.model, attention), net.variables, example)
 
   def __call__(self, crops) -> dict:
     """crops uint8 [N, S, S, 3] -> the model's outputs as NumPy, [N, ...] each."""

@@ -25,6 +25,16 @@ from jax.experimental.layout import Format, Layout
 HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
+def predict_fn(model, attention: bool = False):
+  """``fn(variables, images)``: what inference serves (model.apply in inference mode without
+  the segmentation logits; ``attention`` adds the attention maps)."""
+  def fn(variables, images):
+    out = model.apply(variables, images, train=False, return_attention=attention)
+    out.pop("segmentation_logits", None)
+    return out
+  return fn
+
+
 def cast_targets(fn, variables, *args):
   """Per leaf of ``variables``: the 16-bit dtype ``fn(variables, *args)`` only ever casts it
   to, or None (used otherwise, e.g. in float32, inside a nested function, or not at all)."""
