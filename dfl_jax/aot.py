@@ -29,7 +29,6 @@ model's dots (the initial aggregation of the position features), which autotunin
 """
 
 import collections
-import json
 import os
 import pathlib
 import re
@@ -200,15 +199,14 @@ def _abstract(tree, sharding):
 
 
 def _report(kind, batch, compiled, seconds, target, data_parameters=()):
+  from dfl_jax import bench  # pylint: disable=import-outside-toplevel
   m = compiled.memory_analysis()
-  total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-           - m.alias_size_in_bytes)
+  total = bench.xla_bytes(compiled)
   row = {"kind": kind, "batch": batch, "compile_s": seconds,
          "argument_bytes": int(m.argument_size_in_bytes),
-         "temp_bytes": int(m.temp_size_in_bytes), "total_bytes": int(total),
+         "temp_bytes": int(m.temp_size_in_bytes), "total_bytes": total,
          "fits": bool(total <= usable_bytes(target))}
   row.update(kernel_inventory(compiled.as_text(), data_parameters))
-
   return row
 
 
@@ -252,12 +250,9 @@ def compile_for_target(config, target: dict, batches=(1,), train_batches=(),
   for b in sorted(batches):
     images = jax.ShapeDtypeStruct((b, size, size, 3), jnp.uint8, sharding=one)
     t = time.perf_counter()
-    if prepare_weights:  # as inference.Predictor and the bench serve
-      compiled, _ = serving.compile_inference(predict, variables, images, layouts=True,
-                                              compiler_options=options)
-    else:
-      compiled = jax.jit(predict, keep_unused=True).trace(variables, images).lower().compile(
-          options)
+    compiled, _ = serving.compile_inference(predict, variables, images,
+                                            prepare=prepare_weights, layouts=prepare_weights,
+                                            compiler_options=options)
     images_parameter = len(jax.tree.leaves(variables))  # after the variables (keep_unused)
     result["inference"].append(_report("inference", b, compiled, time.perf_counter() - t,
                                        target, data_parameters=(images_parameter,)))
@@ -334,38 +329,29 @@ def to_markdown(result: dict) -> str:
 
 
 def define_flags():
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
-  config_flags.DEFINE_config_file("config", None, "Configuration file.", lock_config=False)
+  from dfl_jax import bench  # pylint: disable=import-outside-toplevel
+  bench.define_common_flags("1,256", "workdir/aot", "aot")
   flags.DEFINE_string("target", "h100_sxm", "h100_sxm | titan_v | tpu_v4 | tpu_v5e | tpu_v5p | "
                       "tpu_v6e, or the path of a GpuTargetConfigProto text file.")
-  flags.DEFINE_string("batch", "1,256", "Inference batch sizes, comma-separated.")
   flags.DEFINE_string("train_batch", "", "Training global batch sizes, comma-separated.")
-  flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
-                    "Compute dtype (default: config.model.dtype).")
   flags.DEFINE_integer("devices", 1, "Devices of the target host (data parallel training).")
-  flags.DEFINE_string("out", "workdir/aot", "Folder for aot.json and aot.md.")
-  flags.DEFINE_bool("prepare_weights", True, "Inference: weights cast and laid out once "
-                    "(dfl_jax/serving.py), as inference.Predictor serves; false: per call.")
-  flags.mark_flag_as_required("config")
 
 
 def main(argv):
+  from dfl_jax import bench  # pylint: disable=import-outside-toplevel
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   config = FLAGS.config
   if FLAGS.dtype:
     config.model.dtype = FLAGS.dtype
-  ints = lambda s: [int(x) for x in s.split(",") if x.strip()]
-  result = compile_for_target(config, read_target(FLAGS.target), ints(FLAGS.batch),
-                              ints(FLAGS.train_batch), FLAGS.devices, FLAGS.prepare_weights)
+  result = compile_for_target(config, read_target(FLAGS.target), bench.parse_ints(FLAGS.batch),
+                              bench.parse_ints(FLAGS.train_batch), FLAGS.devices,
+                              FLAGS.prepare_weights)
   result["command"] = " ".join(["python -m dfl_jax.aot"] + sys.argv[1:])
-  out = pathlib.Path(FLAGS.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "aot.json").write_text(json.dumps(result, indent=1))
-  (out / "aot.md").write_text(to_markdown(result))
+  paths = bench.write(result, FLAGS.out, stem="aot", render=to_markdown)
   print(to_markdown(result))
-  print(f"wrote {out / 'aot.json'} and {out / 'aot.md'}")
+  print(f"wrote {paths['json']} and {paths['markdown']}")
 
 
 if __name__ == "__main__":

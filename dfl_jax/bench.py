@@ -10,9 +10,10 @@ from XLA's cost analysis, achieved FLOP/s and its fraction of the device's peak 
 is known (``PEAK_FLOPS``), the device's peak memory (``memory_stats``; n/a on CPU) and XLA's
 own buffer estimate (arguments + outputs + temporaries). Inference runs as
 ``inference.Predictor`` serves: weights cast to the compute dtype and laid out once
-(``dfl_jax/serving.py``); ``--noprepare_weights`` passes the float32 weights every call. With ``--train``, the same for the real
-training step of ``dfl_jax/train.py`` (jit of shard_map over every device, state donated,
-Adam, losses) at ``--train_batch`` (default ``config.train.batch_size``, the global batch).
+(``dfl_jax/serving.py``); ``--noprepare_weights`` passes the float32 weights every call. With
+``--train``, the same for the real training step of ``dfl_jax/train.py`` (jit of shard_map over
+every device, state donated, Adam, losses) at ``--train_batch`` (default
+``config.train.batch_size``, the global batch).
 
 Inputs are uint8 images (what the pipeline yields; a quarter of float32's bytes) put on the
 device once before timing; the timed loops run under ``jax.transfer_guard('disallow')``, so a
@@ -198,10 +199,8 @@ def bench_inference(model, variables, batch: int, size: int, warmup: int, iters:
   images = jax.device_put(random_images(batch, size), device)
   fn = serving.predict_fn(model)  # what inference.Predictor returns
   t = time.perf_counter()
-  if prepare_weights:
-    compiled, variables = serving.compile_inference(fn, variables, images)
-  else:
-    compiled = jax.jit(fn).lower(variables, images).compile()
+  compiled, variables = serving.compile_inference(fn, variables, images,
+                                                  prepare=prepare_weights)
   compile_s = time.perf_counter() - t
   timing = time_calls(lambda: compiled(variables, images), warmup, iters)
   return _summary(batch, compile_s, timing, flops_of(compiled), peak, xla_bytes(compiled),
@@ -363,34 +362,40 @@ def to_markdown(result: dict) -> str:
   return "\n".join(lines).rstrip() + "\n"
 
 
-def write(result: dict, out_dir) -> dict:
+def write(result: dict, out_dir, stem: str = "bench", render=None) -> dict:
+  """``stem``.json and ``stem``.md (``render``, default this module's ``to_markdown``)."""
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "bench.json").write_text(json.dumps(result, indent=1))
-  (out / "bench.md").write_text(to_markdown(result))
-  return {"json": str(out / "bench.json"), "markdown": str(out / "bench.md")}
+  (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+  (out / f"{stem}.md").write_text((render or to_markdown)(result))
+  return {"json": str(out / f"{stem}.json"), "markdown": str(out / f"{stem}.md")}
 
 
-def _ints(text):
+def parse_ints(text):
   return [int(x) for x in str(text).split(",") if x.strip()] if text else []
 
 
-def define_flags():
+def define_common_flags(batch: str, out: str, stem: str):
+  """The flags dfl_jax.bench and dfl_jax.aot share."""
   from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
   config_flags.DEFINE_config_file("config", None, "Configuration file.", lock_config=False)
-  flags.DEFINE_string("batch", "1,8,64,256", "Inference batch sizes, comma-separated.")
+  flags.DEFINE_string("batch", batch, "Inference batch sizes, comma-separated.")
   flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                     "Compute dtype (default: config.model.dtype).")
+  flags.DEFINE_string("out", out, f"Folder for {stem}.json and {stem}.md.")
+  flags.DEFINE_bool("prepare_weights", True, "Inference: weights cast and laid out once "
+                    "(dfl_jax/serving.py), as inference.Predictor serves; false: per call.")
+  flags.mark_flag_as_required("config")
+
+
+def define_flags():
+  define_common_flags("1,8,64,256", "workdir/bench", "bench")
   flags.DEFINE_bool("train", False, "Also time the training step.")
   flags.DEFINE_string("train_batch", None,
                       "Training global batch sizes (default: config.train.batch_size).")
   flags.DEFINE_integer("image_size", None, "Input size (default: config.data.image_size).")
   flags.DEFINE_integer("warmup", 3, "Untimed calls after compilation.")
   flags.DEFINE_integer("iters", 20, "Timed calls per measurement.")
-  flags.DEFINE_string("out", "workdir/bench", "Folder for bench.json and bench.md.")
-  flags.DEFINE_bool("prepare_weights", True, "Inference: weights cast and laid out once "
-                    "(dfl_jax/serving.py), as inference.Predictor serves; false: per call.")
-  flags.mark_flag_as_required("config")
 
 
 def main(argv):
@@ -402,10 +407,11 @@ def main(argv):
     config.model.dtype = FLAGS.dtype
   if FLAGS.image_size:
     config.data.image_size = FLAGS.image_size
-  train_batches = (_ints(FLAGS.train_batch) or [config.train.batch_size]) if FLAGS.train else []
+  train_batches = ((parse_ints(FLAGS.train_batch) or [config.train.batch_size])
+                   if FLAGS.train else [])
   name = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "")
   command = " ".join(["python -m dfl_jax.bench"] + sys.argv[1:])
-  result = run(config, _ints(FLAGS.batch), train_batches, FLAGS.warmup, FLAGS.iters, name,
+  result = run(config, parse_ints(FLAGS.batch), train_batches, FLAGS.warmup, FLAGS.iters, name,
                command, FLAGS.prepare_weights)
   paths = write(result, FLAGS.out)
   print(to_markdown(result))

@@ -48,7 +48,12 @@ def extract(variables: Mapping, modules: Sequence[str] = DEFAULT_MODULES) -> dic
   missing = [m for m in modules if m not in have]
   if missing:
     raise ValueError(f"the model has no module(s) {missing} (it has {sorted(have)})")
-  return {k: np.asarray(jax.device_get(v)) for k, v in _flat(variables).items()
+  return {k: np.asarray(jax.device_get(v)) for k, v in _select(_flat(variables), modules).items()}
+
+
+def _select(flat: Mapping, modules) -> dict:
+  """The entries of ``flat`` in ``modules``, in the collections an encoder file holds."""
+  return {k: v for k, v in flat.items()
           if _module(k) in modules and k.split("/")[0] in COLLECTIONS}
 
 
@@ -114,8 +119,7 @@ def merge(variables: Mapping, flat: Mapping[str, np.ndarray], source: str = "enc
     raise ValueError(f"{source}: none of its modules {skipped} is in this model")
   modules = sorted({_module(k) for k in flat})
   merged = _flat(variables)  # shapes only are read: works under jax.eval_shape too
-  ours = {k: v for k, v in merged.items()
-          if _module(k) in modules and k.split("/")[0] in COLLECTIONS}
+  ours = _select(merged, modules)
   errors = []
   if set(flat) - set(ours):
     errors.append(f"not in the model: {_first(set(flat) - set(ours))}")

@@ -60,31 +60,34 @@ def cast_targets(fn, variables, *args):
   return jax.tree.unflatten(treedef, targets)
 
 
-def compile_inference(fn, variables, *example_args, layouts=None, compiler_options=None):
+def compile_inference(fn, variables, *example_args, prepare=True, layouts=None,
+                      compiler_options=None):
   """(compiled ``fn``, prepared variables) for ``fn(variables, *args)`` at the example shapes.
 
   Call it as ``compiled(prepared, *args)`` (every leaf stays an argument, used or not).
-  ``layouts=None``: weight layouts are XLA's choice on GPUs and TPUs, the default layouts on
-  CPUs (where XLA has no better one). Variables given as ``jax.ShapeDtypeStruct`` (with
-  shardings) compile without data (dfl_jax.aot) and come back cast, not placed.
+  ``prepare=False``: the variables as given, default layouts (the per-call form, for A/B
+  comparisons). ``layouts=None``: weight layouts are XLA's choice on GPUs and TPUs, the default
+  layouts on CPUs (where XLA has no better one). Variables given as ``jax.ShapeDtypeStruct``
+  (with shardings) compile without data (dfl_jax.aot) and come back cast, not placed.
   """
   abstract = all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(variables))
   if not abstract:
     variables = jax.tree.map(jnp.asarray, variables)  # on the device (jax arrays unchanged)
-  targets = cast_targets(fn, variables, *example_args)
-  flat, treedef = jax.tree.flatten(variables)
-  prepared = treedef.unflatten(
-      [_cast(x, t) for x, t in zip(flat, treedef.flatten_up_to(targets))])
+  prepared = variables
+  if prepare:
+    targets = cast_targets(fn, variables, *example_args)
+    flat, treedef = jax.tree.flatten(variables)
+    prepared = treedef.unflatten(
+        [_cast(x, t) for x, t in zip(flat, treedef.flatten_up_to(targets))])
   if layouts is None:
-    layouts = jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
-  if not layouts:
-    compiled = jax.jit(fn, keep_unused=True).trace(prepared, *example_args).lower().compile(
-        compiler_options)
-    return compiled, prepared
-  formats = jax.tree.map(lambda x: Format(Layout.AUTO, x.sharding), prepared)
-  jitted = jax.jit(fn, in_shardings=(formats,) + (None,) * len(example_args), keep_unused=True)
-  compiled = jitted.trace(prepared, *example_args).lower().compile(compiler_options)
-  if not abstract:
+    layouts = prepare and jax.default_backend() in ("gpu", "cuda", "rocm", "tpu")
+  shardings = {}
+  if layouts:
+    formats = jax.tree.map(lambda x: Format(Layout.AUTO, x.sharding), prepared)
+    shardings = {"in_shardings": (formats,) + (None,) * len(example_args)}
+  compiled = jax.jit(fn, keep_unused=True, **shardings).trace(
+      prepared, *example_args).lower().compile(compiler_options)
+  if layouts and not abstract:
     prepared = jax.device_put(prepared, compiled.input_formats[0][0])
   return compiled, prepared
 

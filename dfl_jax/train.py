@@ -236,7 +236,7 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None):
                 if "pred_rel_root_depth" in rows else None)
     presence = rows.get("pred_hand_presence_logits")
     acc.update(pred_cam, gt_cam, rows["joint_valid_ann"], rows["hand_type"],
-               mask=rows["mask"], pred_rel_root_depth_mm=rel_root, presence_logits=presence,
+               pred_rel_root_depth_mm=rel_root, presence_logits=presence,
                hand_type_valid=rows["hand_presence_valid"])
     if predictions is not None:
       for i in range(len(pred_cam)):
