@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdir/tiny
 
-.PHONY: venv train test clean
+.PHONY: venv train test test-fast clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ train: venv
 
 test: venv
 	$(PY) -m pytest -n 2 -q
+
+# After each change: everything but the tests marked slow (README, "Tests").
+test-fast: venv
+	$(PY) -m pytest -n 2 -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) workdir

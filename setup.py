@@ -12,8 +12,25 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["dfl_jax", "dfl_jax.*", "input_pipeline",
                                     "input_pipeline.*"]),
-    # Shipped weights (dfl_jax/pretrained_encoder.py): the tiny encoder of configs/tiny.py.
+    # Shipped files: the tiny encoder of configs/tiny.py (dfl_jax/weights/encoder_file.py) and
+    # the GPU targets of dfl_jax/tools/aot.py.
     package_data={"dfl_jax": ["assets/*.npz", "assets/gpu_targets/*.txtpb"]},
+    # The same commands as `python main.py` and `python -m ...` (README, "Commands").
+    entry_points={"console_scripts": [
+        "dfl-train=dfl_jax.training.cli:command",
+        "dfl-evaluate=dfl_jax.evaluation.cli:command",
+        "dfl-predict=dfl_jax.serving.predict:command",
+        "dfl-export=dfl_jax.serving.export:command",
+        "dfl-bench=dfl_jax.tools.bench:command",
+        "dfl-aot=dfl_jax.tools.aot:command",
+        "dfl-doctor=dfl_jax.tools.doctor:command",
+        "dfl-summary=dfl_jax.tools.summary:command",
+        "dfl-convert-resnet=dfl_jax.weights.backbone_file:command",
+        "dfl-pretrained-encoder=dfl_jax.weights.encoder_export:command",
+        "dfl-build=input_pipeline.dataset_build:command",
+        "dfl-synthetic=input_pipeline.synthetic_render:command",
+        "dfl-pipeline-bench=input_pipeline.throughput:command",
+    ]},
     install_requires=[
         "jax>=0.7",
         "flax>=0.11",

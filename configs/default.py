@@ -7,7 +7,7 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
 
-  # Model (paper Sec. 3.2-3.3); every field is a field of dfl_jax.model.DFL.
+  # Model (paper Sec. 3.2-3.3); every field is a field of dfl_jax.network.model.DFL.
   config.model = ml_collections.ConfigDict(dict(
       backbone_stages=(3, 4, 6, 3),   # ResNet-50
       backbone_width=64,
@@ -15,7 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
       # backbones do), trained otherwise; True/False force it.
       trainable_bn=None,
       fpn_features=256,               # C_F
-      fpn_norm=True,                  # GroupNorm on the FPN outputs (see dfl_jax/fpn.py)
+      fpn_norm=True,                  # GroupNorm on the FPN outputs (see dfl_jax/network/fpn.py)
       num_scales=4,                   # N: 8x8, 16x16, 32x32, 64x64 for a 256 input
       multi_scale=True,               # supplement Table 1
       part_segmentation=True,         # supplement Table 1 ("identity info")
@@ -31,7 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
       use_jj=True,                    # Table 1
       use_spr=True,                   # Table 1
       spr_layers=1,
-      pre_norm=True,                  # pre-norm sub-layers (see dfl_jax/decoder.py)
+      pre_norm=True,                  # pre-norm sub-layers (see dfl_jax/network/decoder.py)
       init_relation="appearance",     # Table 2
       jj_relation="position",         # Table 2
       ji_relation="both",             # Table 2
@@ -40,10 +40,10 @@ def get_config() -> ml_collections.ConfigDict:
       hand_heads=True,                # extension: hand presence, relative root depth
       # Attention kernel (same numbers): 'auto' (cuDNN flash attention on sm_80+ GPUs in
       # bf16/fp16, XLA on other GPUs/TPUs, explicit einsums on CPUs) | 'explicit' | 'xla' |
-      # 'cudnn'; see dfl_jax/attention.py.
+      # 'cudnn'; see dfl_jax/network/attention.py.
       attention_implementation="auto",
       # Compute dtype: 'float32' | 'bfloat16' | 'float16' (weights stay float32; float16 adds
-      # dynamic loss scaling, see dfl_jax/mixed_precision.py).
+      # dynamic loss scaling, see dfl_jax/training/mixed_precision.py).
       dtype="float32",
   ))
 
@@ -65,7 +65,8 @@ def get_config() -> ml_collections.ConfigDict:
       eval_split="test",
       shuffle_buffer=4096,
       augment=True,
-      # source='synthetic': rendered into the workdir on first use (input_pipeline.synthetic).
+      # source='synthetic': rendered into the workdir on first use
+      # (input_pipeline/synthetic_render.py).
       synthetic_sizes="train:2000,val:200,test:200",
       synthetic_seed=0,
   ))
@@ -77,7 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
       learning_rate=1e-4,
       lr_decay_epochs=(24, 35),
       lr_decay_factor=0.1,
-      grad_clip_norm=0.1,             # 0 disables (see dfl_jax/train.py)
+      grad_clip_norm=0.1,             # 0 disables (see dfl_jax/training/state.py)
       backbone_init="",               # directory written by `python -m dfl_jax.convert_resnet`
       encoder_init="",                # .npz written by `python -m dfl_jax.pretrained_encoder`
       num_steps=0,                    # > 0 overrides num_epochs

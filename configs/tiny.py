@@ -6,8 +6,13 @@ trained it on part segmentation of a synthetic set that shares no image with the
 (README, Quickstart). ``--config.train.encoder_init=''`` trains from scratch.
 """
 
+import pathlib
+
 from configs import default
-from dfl_jax import pretrained_encoder
+
+# The shipped encoder file, found beside this folder (configs import no library code).
+TINY_ENCODER = str(pathlib.Path(__file__).resolve().parents[1] / "dfl_jax" / "assets" /
+                   "tiny_encoder_synthetic.npz")
 
 
 def get_config():
@@ -27,6 +32,6 @@ def get_config():
   config.train.learning_rate = 1e-3
   config.train.lr_decay_epochs = (4, 5)
   config.train.log_every_steps = 25
-  config.train.encoder_init = pretrained_encoder.asset("tiny_encoder_synthetic.npz")
+  config.train.encoder_init = TINY_ENCODER
   config.train.eval_at_start = True   # the untrained figure next to the trained one
   return config

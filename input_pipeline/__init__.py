@@ -1,16 +1,9 @@
 """InterHand2.6M data: official-format reader, TFDS builder, tf.data pipeline, synthetic set.
 
-    train_iter, eval_ds, info = input_pipeline.create_datasets(config)
+    from input_pipeline import pipeline
+    train_iter, eval_ds, info = pipeline.create_datasets(config)
+
+Commands (thin entries over the modules named): ``python -m input_pipeline.build``
+(``dataset_build.py``), ``python -m input_pipeline.synthetic`` (``synthetic_render.py``),
+``python -m input_pipeline.bench`` (``throughput.py``).
 """
-
-
-def create_datasets(config, process_index=None, process_count=None, start_step=0):
-  """See ``input_pipeline.pipeline.create_datasets`` (imported lazily: it brings TensorFlow)."""
-  from input_pipeline import pipeline  # pylint: disable=import-outside-toplevel
-  return pipeline.create_datasets(config, process_index, process_count, start_step)
-
-
-def dataset_info(config):
-  """The DatasetInfo of ``config.data`` (split sizes); see input_pipeline.pipeline."""
-  from input_pipeline import pipeline  # pylint: disable=import-outside-toplevel
-  return pipeline.dataset_info(config)

@@ -1,4 +1,4 @@
-"""Pure NumPy coordinate helpers for InterHand2.6M (DESIGN section 2).
+"""Pure NumPy coordinate helpers for InterHand2.6M (docs/coordinates.md).
 
 They follow the official InterHand2.6M code (facebookresearch/InterHand2.6M):
 ``common/utils/transforms.py`` (world2cam, cam2pixel, pixel2cam) and
@@ -10,11 +10,8 @@ unless stated otherwise, so callers choose when to round to float32.
 
 import numpy as np
 
-NUM_JOINTS = 42
-RIGHT_WRIST = 20
-LEFT_WRIST = 41
-RIGHT = slice(0, 21)
-LEFT = slice(21, 42)
+from dfl_jax.conventions import (LEFT, LEFT_WRIST, NUM_JOINTS, RIGHT,  # noqa: F401
+                                 RIGHT_WRIST, ROOT_OF, DEPTH_UNITS, depth_mm_to_units)
 
 
 def world_to_camera(joint_world, camrot, campos):
@@ -117,31 +114,28 @@ def crop_to_image(points, crop_box, input_size=256):
   return points * [w / out_w, h / out_h] + [x, y]
 
 
-def targets_25d(joint_img_in_crop_px, joint_cam, input_size=256, depth_range_mm=400.0):
-  """A2J-Transformer's 2.5D targets (DESIGN section 2; official transform_input_to_output_space
-  with the output space equal to the input).
+def targets_25d(joint_img_in_crop_px, joint_cam):
+  """A2J-Transformer's 2.5D targets (docs/coordinates.md; official
+  transform_input_to_output_space with the output space equal to the input).
 
-  joint_img_in_crop_px: [..., 42, 2] pixels in the ``input_size`` crop; joint_cam: [..., 42, 3]
-  mm. Returns ``(joint_uvd [..., 42, 3], rel_root_depth [...])``: x, y in crop pixels and
-  ``z = (d_rel / (depth_range / 2) + 1) / 2 * input_size`` with ``d_rel = Z_joint - Z_wrist`` of
-  that joint's hand; ``rel_root_depth = Z_left_wrist - Z_right_wrist`` in mm (InterNet's relative
-  root depth, left unnormalised).
+  joint_img_in_crop_px: [..., 42, 2] pixels in the crop; joint_cam: [..., 42, 3] mm. Returns
+  ``(joint_uvd [..., 42, 3], rel_root_depth [...])``: x, y in crop pixels and
+  ``z = (d_rel / 200 mm + 1) / 2 * 256`` (``conventions.depth_mm_to_units``, whatever the crop
+  size) with ``d_rel = Z_joint - Z_wrist`` of that joint's hand; ``rel_root_depth =
+  Z_left_wrist - Z_right_wrist`` in mm (InterNet's relative root depth, left unnormalised).
   """
   xy = np.asarray(joint_img_in_crop_px, np.float64)
   z = np.asarray(joint_cam, np.float64)[..., 2]
-  d_rel = np.concatenate([z[..., RIGHT] - z[..., RIGHT_WRIST, None],
-                          z[..., LEFT] - z[..., LEFT_WRIST, None]], axis=-1)
-  depth_size = float(input_size if np.ndim(input_size) == 0 else input_size[0])
-  z_target = (d_rel / (depth_range_mm / 2.0) + 1.0) / 2.0 * depth_size
+  z_target = depth_mm_to_units(z - z[..., ROOT_OF])
   joint_uvd = np.concatenate([xy, z_target[..., None]], axis=-1)
   rel_root_depth = z[..., LEFT_WRIST] - z[..., RIGHT_WRIST]
   return joint_uvd, rel_root_depth
 
 
 def in_target_range(joint_uvd, input_size=256):
-  """[..., 42] bool: x, y inside the crop and z inside the depth range, the official range check
-  (a joint outside it loses its validity for the loss)."""
+  """[..., 42] bool: x, y inside the ``input_size`` crop and z inside the depth range [0, 256),
+  the official range check (a joint outside it loses its validity for the loss)."""
   joint_uvd = np.asarray(joint_uvd, np.float64)
   out_w, out_h = _size_wh(input_size)
   x, y, z = joint_uvd[..., 0], joint_uvd[..., 1], joint_uvd[..., 2]
-  return (x >= 0) & (x < out_w) & (y >= 0) & (y < out_h) & (z >= 0) & (z < out_w)
+  return (x >= 0) & (x < out_w) & (y >= 0) & (y < out_h) & (z >= 0) & (z < DEPTH_UNITS)

@@ -66,11 +66,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from dfl_jax import conventions
 from input_pipeline import geometry
 
-NUM_JOINTS = geometry.NUM_JOINTS
-ROOT_JOINT_IDX = {"right": geometry.RIGHT_WRIST, "left": geometry.LEFT_WRIST}
-JOINT_TYPE = {"right": geometry.RIGHT, "left": geometry.LEFT}
+NUM_JOINTS = conventions.NUM_JOINTS
+ROOT_JOINT_IDX = dict(zip(conventions.HANDS, conventions.WRISTS))
+JOINT_TYPE = conventions.HAND_SLICES
 HAND_TYPES = ("right", "left", "interacting")
 ANNOTATIONS = ("H", "M", "H+M")
 FRAMES = {"single": ("right", "left"), "interacting": ("interacting",),

@@ -1,6 +1,6 @@
 """The tf.data pipeline: one call from the training code.
 
-    train_iter, eval_ds, info = input_pipeline.create_datasets(config)
+    train_iter, eval_ds, info = pipeline.create_datasets(config)
 
 Training: this process's shard of the split (``tfds.even_splits`` by process), file and example
 shuffling, parallel JPEG decoding, crop and affine warp to the input size with InterNet's

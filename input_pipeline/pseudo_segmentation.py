@@ -1,4 +1,4 @@
-"""Pseudo part segmentation from 2D joints (DESIGN section 8), in TensorFlow ops.
+"""Pseudo part segmentation from 2D joints (docs/pseudo_segmentation.md), in TensorFlow ops.
 
 InterHand2.6M has no part masks, so the segmentation targets are drawn from the joints: per hand
 a palm polygon (wrist and the five finger bases, as a fan of triangles from the wrist) and 15
@@ -14,6 +14,8 @@ A part is drawn only when all its joints are valid.
 import numpy as np
 import tensorflow as tf
 
+from dfl_jax.conventions import NUM_JOINTS_PER_HAND, RIGHT_WRIST
+
 NUM_CLASSES = 33
 
 
@@ -21,8 +23,8 @@ def _part_tables():
   """Capsules (joint a, joint b, class) and palm triangles (wrist, base i, base i+1, class)."""
   capsules, triangles = [], []
   for hand in range(2):
-    off, cls_off = 21 * hand, 16 * hand
-    wrist = 20 + off
+    off, cls_off = NUM_JOINTS_PER_HAND * hand, 16 * hand
+    wrist = RIGHT_WRIST + off
     for finger in range(5):
       base = 4 * finger + off  # tip = base, then towards the palm: base+1, base+2, base+3
       for k, (a, b) in enumerate([(base + 3, base + 2), (base + 2, base + 1), (base + 1, base)]):

@@ -1,4 +1,4 @@
-"""Crop, augmentation and 2.5D targets in TensorFlow ops (DESIGN section 2).
+"""Crop, augmentation and 2.5D targets in TensorFlow ops (docs/coordinates.md).
 
 One affine ``A`` maps image pixels to crop pixels (integer coordinates are pixel centres, as in
 cv2.warpAffine): optional horizontal flip of the image, then the crop box's centre (shifted by
@@ -20,11 +20,10 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-DEPTH_RANGE_MM = 400.0   # 2.5D depth spans +-200 mm about each hand's wrist
-DEPTH_UNITS = 256.0
-RIGHT_WRIST, LEFT_WRIST = 20, 41
+from dfl_jax.conventions import (DEPTH_UNITS, FLIP_PERMUTATION, LEFT_WRIST, RIGHT_WRIST,
+                                 ROOT_OF, depth_mm_to_units)
+
 HAND_CAPSULE_RADIUS_MM = 9.0
-FLIP_PERMUTATION = list(range(21, 42)) + list(range(0, 21))
 
 
 def crop_affine(crop_box, out_size, scale=1.0, rotation_deg=0.0, shift=(0.0, 0.0), flip=False,
@@ -83,12 +82,6 @@ def warp_image(image, matrix, out_size, colour=None):
   return tf.ensure_shape(out, [out_size, out_size, 3])
 
 
-def depth_target(joint_cam_z, wrist_z):
-  """z = (d_rel / 200 mm + 1) / 2 * 256 with d_rel = Z - Z_wrist_of_that_hand."""
-  return (joint_cam_z - wrist_z) / (0.5 * DEPTH_RANGE_MM) * (0.5 * DEPTH_UNITS) + \
-      0.5 * DEPTH_UNITS
-
-
 def sample_augmentation(seed):
   """InterNet's augmentation parameters from a stateless seed [2]."""
   u = tf.random.stateless_uniform([8], seed=seed)
@@ -125,8 +118,8 @@ def make_targets(example, aug, out_size):
     return tf.where(flip, tf.gather(x, FLIP_PERMUTATION), x)
 
   xy, cam_z, valid = swap(xy), swap(cam_z), swap(valid)
-  wrist_z = tf.concat([tf.fill([21], cam_z[RIGHT_WRIST]), tf.fill([21], cam_z[LEFT_WRIST])], 0)
-  z = depth_target(cam_z, wrist_z)
+  wrist_z = tf.gather(cam_z, ROOT_OF)
+  z = depth_mm_to_units(cam_z - wrist_z)
   joints = tf.concat([xy, z[:, None]], axis=-1)
   s = tf.cast(out_size, tf.float32)
   inside = ((xy[:, 0] >= 0) & (xy[:, 0] < s) & (xy[:, 1] >= 0) & (xy[:, 1] < s) &
@@ -137,7 +130,7 @@ def make_targets(example, aug, out_size):
   presence = tf.gather(tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), hand_type)
   presence = tf.where(flip, presence[::-1], presence)
   # Relative root depth Z_left - Z_right (after the swap) in the same 256-unit, 400 mm range.
-  rel_root = depth_target(cam_z[LEFT_WRIST], cam_z[RIGHT_WRIST])
+  rel_root = depth_mm_to_units(cam_z[LEFT_WRIST] - cam_z[RIGHT_WRIST])
   both = tf.cast(example["joint_valid"][RIGHT_WRIST] * example["joint_valid"][LEFT_WRIST] > 0,
                  tf.float32)
   root_valid = both * tf.cast(tf.equal(hand_type, 2), tf.float32) * tf.cast(

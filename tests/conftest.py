@@ -65,6 +65,15 @@ def build_official_tree(fixtures, root, split="test", folders_and_ids=None):
   return root
 
 
+def pytest_collection_modifyitems(config, items):
+  """Tests that use ``trained_workdir`` (a notebook run that trains the tiny model) are slow:
+  ``make test-fast`` (``-m "not slow"``) leaves them out, ``make test`` runs everything."""
+  del config
+  for item in items:
+    if "trained_workdir" in getattr(item, "fixturenames", ()):
+      item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def trained_workdir(tmp_path_factory):
   """A tiny DFL trained briefly on synthetic data, once per run for all workers

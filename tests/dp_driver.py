@@ -32,18 +32,20 @@ def main():
                                num_processes=args.num_processes, process_id=args.process_id)
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
   from configs import tiny
-  from dfl_jax import train
+  from dfl_jax import parallel
+  from dfl_jax.training.state import create_train_state
+  from dfl_jax.training.step import make_train_step
 
   config = tiny.get_config()
   config.data.image_size = 64
   config.train.batch_size = 8
-  mesh = Mesh(np.array(jax.devices()[:args.devices]), (train.AXIS,))
+  mesh = Mesh(np.array(jax.devices()[:args.devices]), (parallel.AXIS,))
   # SGD, not Adam: Adam normalises the gradient's scale away, so it would hide a data-parallel
-  # step whose gradient is N times too large (DESIGN section 6); SGD shows it directly.
+  # step whose gradient is N times too large (docs/jax_notes.md); SGD shows it directly.
   tx = optax.sgd(1e-4)
-  model, state = train.create_train_state(config, jax.random.key(0), tx)
+  model, state = create_train_state(config, jax.random.key(0), tx)
   state = jax.device_put(state, NamedSharding(mesh, P()))
-  step = train.make_train_step(model, tx, config.loss, mesh)
+  step = make_train_step(model, tx, config.loss, mesh)
 
   r = np.random.RandomState(0)
   n, s = config.train.batch_size, config.data.image_size
@@ -65,7 +67,7 @@ def main():
            for k, v in batch.items()}
   init = jax.tree.map(np.asarray, jax.device_get(state.params))
   for _ in range(args.steps):
-    state, metrics = step(state, train.to_global(local, mesh))
+    state, metrics = step(state, parallel.to_global(local, mesh))
   flat = {jax.tree_util.keystr(k): np.asarray(jax.device_get(v))
           for k, v in jax.tree_util.tree_flatten_with_path(state.params)[0]}
   moved = max(float(np.abs(a - b).max()) for a, b in zip(

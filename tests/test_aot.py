@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from dfl_jax import aot
+from dfl_jax.tools import aot
 
 # A compiled GPU module's entry computation, cut down: an input cast, a weight cast + layout
 # transpose (on weights only), a cuDNN convolution, a cuBLAS GEMM, cuDNN flash attention, a copy.

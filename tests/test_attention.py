@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dfl_jax.attention import DecoupledAttention, attention_maps, resolve_implementation
+from dfl_jax.network.attention import DecoupledAttention, attention_maps, resolve_implementation
 
 B, Q, K, H = 2, 5, 7, 4
 DA_IN, DP_IN, INNER_A, INNER_P = 12, 8, 16, 24

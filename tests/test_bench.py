@@ -2,13 +2,16 @@
 
 import json
 
-from dfl_jax import bench
+import pytest
+
+from dfl_jax.tools import bench
 
 ROW_KEYS = {"batch", "compile_s", "latency_ms_median", "latency_ms_p90", "images_per_s",
             "flops_per_image", "achieved_flops_per_s", "fraction_of_peak", "peak_memory_bytes",
             "xla_memory_bytes", "cpu_s_per_call", "dispatch_ms_median"}
 
 
+@pytest.mark.slow
 def test_bench_tiny_writes_json_and_markdown(tmp_path):
   from configs import tiny  # pylint: disable=import-outside-toplevel
   config = tiny.get_config()

@@ -13,8 +13,8 @@ import numpy as np
 import optax
 import pytest
 
-from dfl_jax import checkpointing
-from dfl_jax.checkpointing import Checkpointer, CheckpointError, PreemptionGuard
+from dfl_jax.training import checkpointing
+from dfl_jax.training.checkpointing import Checkpointer, CheckpointError, PreemptionGuard
 
 # A failed read of a damaged step leaves orbax's other read coroutines unfinished; their
 # clean-up is reported as unraisable. Collect them inside the test, where this filter applies.

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dfl_jax import convert_resnet, resnet
+from dfl_jax.network import resnet
+from dfl_jax.weights import backbone_file as convert_resnet
 
 torch = pytest.importorskip(
     "torch", reason="needs the CPU torch (pip install torch==2.13.0) for the reference model")
@@ -166,6 +167,7 @@ def test_pth_without_torch_says_what_to_do(tmp_path, monkeypatch):
     convert_resnet.load_state_dict(src)
 
 
+@pytest.mark.slow
 def test_package_does_not_import_torch():
   code = "import sys, dfl_jax.convert_resnet; assert 'torch' not in sys.modules"
   subprocess.run([sys.executable, "-c", code], check=True)

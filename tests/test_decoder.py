@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dfl_jax import skeleton
-from dfl_jax.decoder import InitialAggregation, scale_schedule
-from dfl_jax.spatial_position_refinement import SkeletonGraphConv
+from dfl_jax.network import skeleton
+from dfl_jax.network.decoder import InitialAggregation, scale_schedule
+from dfl_jax.network.spatial_position_refinement import SkeletonGraphConv
 
 
 @pytest.mark.parametrize("n, t, expected", [

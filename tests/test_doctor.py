@@ -1,6 +1,6 @@
 """dfl_jax.doctor: the mismatch checks on made-up machines, and the real report on this one."""
 
-from dfl_jax import doctor
+from dfl_jax.tools import doctor
 
 
 def _facts(devices=(), backend="cpu", nvidia_smi=None, jax_platforms="", **packages):

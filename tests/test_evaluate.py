@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from dfl_jax import evaluate
+from dfl_jax.evaluation import predictions as evaluate
 from conftest import FIXTURE_ANNOTATION_IDS, ROOT, build_official_tree
 
 NJ = 42
@@ -201,6 +201,7 @@ def test_evaluate_predictions_file_writes_the_report(tmp_path, samples, records)
   assert (tmp_path / "out" / "pck.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_cli_writes_metrics_and_plot(tmp_path, samples, records):
   # Fixture-style flat names in a copy of the folder; the report lands beside the predictions.
   annotations = tmp_path / "ann"
@@ -222,25 +223,28 @@ def test_cli_writes_metrics_and_plot(tmp_path, samples, records):
   assert (tmp_path / "pck.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_model_mode_matches_rescoring_its_predictions_file(fixtures, tmp_path):
   """evaluate_model on a checkpoint writes metrics and predictions.json; scoring that file
   against the official annotations gives the same MPJPE (the two modes agree)."""
   import jax  # pylint: disable=import-outside-toplevel
   from configs import tiny  # pylint: disable=import-outside-toplevel
-  from dfl_jax import checkpointing, evaluate_model, train  # pylint: disable=import-outside-toplevel
-  from input_pipeline import build  # pylint: disable=import-outside-toplevel
+  from dfl_jax.evaluation import model_mode  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training.state import create_optimizer, create_train_state
+  from input_pipeline import dataset_build as build  # pylint: disable=import-outside-toplevel
   from conftest import build_official_tree  # pylint: disable=import-outside-toplevel
   root = build_official_tree(fixtures, tmp_path / "ih")
   build.build(root, tmp_path / "tfds", splits=("test",), workers=2)
   config = tiny.get_config()
   config.data.source, config.data.data_dir = "interhand", str(tmp_path / "tfds")
   config.data.image_size, config.train.batch_size = 64, 4
-  tx = train.create_optimizer(config, 1)
-  _, state = train.create_train_state(config, jax.random.key(0), tx)
+  tx = create_optimizer(config, 1)
+  _, state = create_train_state(config, jax.random.key(0), tx)
   ckpt = checkpointing.Checkpointer(tmp_path / "work" / "checkpoints")
   ckpt.save(7, state, force=True)
   ckpt.close()
-  result = evaluate_model.evaluate_model(config, tmp_path / "work", split="test")
+  result = model_mode.evaluate_model(config, tmp_path / "work", split="test")
   assert result["step"] == 7 and result["num_frames"] == 4
   report = {k: pathlib.Path(v) for k, v in result["report"].items()}
   assert report["pck"].stat().st_size > 1000
@@ -264,8 +268,12 @@ def test_training_evaluation_decodes_targets_to_zero_error(fixtures, tmp_path, i
   import warnings  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
   from configs import tiny  # pylint: disable=import-outside-toplevel
-  from dfl_jax import train  # pylint: disable=import-outside-toplevel
-  from input_pipeline import build, pipeline  # pylint: disable=import-outside-toplevel
+  from dfl_jax import parallel  # pylint: disable=import-outside-toplevel
+  from dfl_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training import loop  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training.state import create_optimizer, create_train_state
+  from dfl_jax.training.step import make_train_step  # pylint: disable=import-outside-toplevel
+  from input_pipeline import dataset_build as build, pipeline  # pylint: disable=import-outside-toplevel
   from conftest import build_official_tree  # pylint: disable=import-outside-toplevel
   root = build_official_tree(fixtures, tmp_path / "ih")
   build.build(root, tmp_path / "tfds", splits=("test",), workers=2)
@@ -277,7 +285,7 @@ def test_training_evaluation_decodes_targets_to_zero_error(fixtures, tmp_path, i
                                        num_batches=num_batches).as_numpy_iterator())
   assert len(batches) == num_batches
   assert sum(int(b["mask"].sum()) for b in batches) == 4
-  mesh = train.make_mesh()
+  mesh = parallel.make_mesh()
   targets = iter([b["joints"] for b in batches])
 
   def predict(params, batch_stats, images):  # the targets, as a model would return them
@@ -287,6 +295,6 @@ def test_training_evaluation_decodes_targets_to_zero_error(fixtures, tmp_path, i
   state = type("State", (), {"params": None, "batch_stats": None})
   with warnings.catch_warnings():
     warnings.simplefilter("error", RuntimeWarning)
-    result = train.evaluate(predict, state, batches, mesh)
+    result = runner.evaluate(predict, state, batches, mesh)
   assert result["num_frames"] == 4
   assert result["mpjpe_all"] < 0.05, result["mpjpe_all"]

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from dfl_jax import export, inference
+from dfl_jax.serving import export, inference
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from dfl_jax import conventions
 from input_pipeline import geometry, interhand
 
 from conftest import build_official_tree
@@ -147,7 +148,7 @@ def test_records_match_derived_anchors(fixtures, anchors):
 
     # 256^3 targets: the 1.25x square crop resized to 256.
     in_crop = geometry.image_to_crop(r["joint_img"], r["crop_box"], 256)
-    uvd, rel_root_depth = geometry.targets_25d(in_crop, r["joint_cam"], 256, 400)
+    uvd, rel_root_depth = geometry.targets_25d(in_crop, r["joint_cam"])
     np.testing.assert_allclose(rel_root_depth, a["rel_root_depth_left_minus_right_mm"],
                                atol=ATOL)
     t = a["a2j_256"]
@@ -545,8 +546,16 @@ def test_targets_25d_depth_scale():
   cam[21:, 2] = 1100.0
   cam[3, 2] = 1200.0    # +200 mm: the top of the range
   cam[25, 2] = 900.0    # -200 mm from the left wrist: the bottom
-  uvd, rel = geometry.targets_25d(np.zeros((42, 2)), cam, 256, 400)
+  uvd, rel = geometry.targets_25d(np.zeros((42, 2)), cam)
   assert uvd[3, 2] == 256.0 and uvd[25, 2] == 0.0 and uvd[0, 2] == 128.0
   assert rel == 100.0
   in_range = geometry.in_target_range(uvd, 256)
   assert not in_range[3] and in_range[25] and in_range[0]
+  # The depth range is 256 units whatever the crop size (a 128 crop keeps every depth valid).
+  assert geometry.in_target_range(uvd, 128)[25] and not geometry.in_target_range(uvd, 128)[3]
+  # Decoding is the exact inverse of encoding (dfl_jax.conventions), NumPy and TF alike.
+  rel_mm = cam[:, 2] - cam[conventions.ROOT_OF, 2]
+  np.testing.assert_allclose(conventions.depth_units_to_mm(uvd[:, 2]), rel_mm, atol=1e-9)
+  tf = pytest.importorskip("tensorflow")
+  encoded = conventions.depth_mm_to_units(tf.constant(rel_mm, tf.float32)).numpy()
+  np.testing.assert_allclose(encoded, uvd[:, 2], atol=1e-4)

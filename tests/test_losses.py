@@ -1,4 +1,4 @@
-"""Tests of dfl_jax.losses (paper Sec. 3.4, Eq. 6-11) against plain NumPy references."""
+"""Tests of dfl_jax.training.losses (paper Sec. 3.4, Eq. 6-11) against plain NumPy references."""
 
 import math
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dfl_jax import losses
+from dfl_jax.training import losses
 
 RTOL = 1e-5
 NJ = 42

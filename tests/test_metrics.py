@@ -1,9 +1,9 @@
-"""Tests of dfl_jax.metrics: hand-computed cases and a loop port of the official evaluate()."""
+"""Tests of dfl_jax.evaluation.metrics: hand-computed cases and a loop port of the official evaluate()."""
 
 import numpy as np
 import pytest
 
-from dfl_jax import metrics
+from dfl_jax.evaluation import metrics
 from input_pipeline import geometry
 
 NJ = 42

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dfl_jax import mixed_precision as mp
+from dfl_jax.training import mixed_precision as mp
 
 SIZE = 128  # configs/tiny.py's input size
 
@@ -22,14 +22,14 @@ def _tiny(dtype="float32", size=SIZE, batch=2):
 
 @pytest.fixture(scope="module")
 def tiny_variables():
-  from dfl_jax.model import init_variables  # pylint: disable=import-outside-toplevel
+  from dfl_jax.network.model import init_variables  # pylint: disable=import-outside-toplevel
   _, variables = init_variables(_tiny(), jax.random.key(0))
   images = jax.random.randint(jax.random.key(1), (2, SIZE, SIZE, 3), 0, 256).astype(jnp.uint8)
   return variables, images
 
 
 def _apply(dtype, variables, images):
-  from dfl_jax.model import create_model  # pylint: disable=import-outside-toplevel
+  from dfl_jax.network.model import create_model  # pylint: disable=import-outside-toplevel
   model = create_model(_tiny(dtype).model)
   return jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images)
 
@@ -59,7 +59,7 @@ def test_bfloat16_predictions_agree_with_float32(tiny_variables):
 
 
 def test_weights_stay_float32_and_convolutions_run_in_the_compute_dtype(tiny_variables):
-  from dfl_jax.model import create_model  # pylint: disable=import-outside-toplevel
+  from dfl_jax.network.model import create_model  # pylint: disable=import-outside-toplevel
   variables, images = tiny_variables
   model = create_model(_tiny("bfloat16").model)
   init = jax.eval_shape(lambda r: model.init({"params": r}, images, train=False),
@@ -110,6 +110,7 @@ def test_unscale_and_all_finite():
   assert not mp.uses_loss_scaling({"dtype": "bfloat16"})
 
 
+@pytest.mark.slow
 def test_float16_train_step_skips_an_overflowing_step_and_halves_the_scale():
   """One tiny float16 step on CPU (XLA CPU runs float16 convolutions) with a loss scale so large
   that the gradients overflow: no update, the scale halves (to the cap first), the run goes on.
@@ -117,19 +118,23 @@ def test_float16_train_step_skips_an_overflowing_step_and_halves_the_scale():
   import sys  # pylint: disable=import-outside-toplevel
   import pathlib  # pylint: disable=import-outside-toplevel
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
-  from dfl_jax import train  # pylint: disable=import-outside-toplevel
+  from dfl_jax import parallel  # pylint: disable=import-outside-toplevel
+  from dfl_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training import loop  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training.state import create_optimizer, create_train_state
+  from dfl_jax.training.step import make_train_step  # pylint: disable=import-outside-toplevel
   sys.path.insert(0, str(pathlib.Path(__file__).parent))
   from test_train import _batch  # pylint: disable=import-outside-toplevel
   config = _tiny("float16", size=64, batch=2)
   config.train.loss_scale_init = 1e30
-  mesh = train.make_mesh()
-  tx = train.create_optimizer(config, 10)
-  model, state = train.create_train_state(config, jax.random.key(0), tx)
+  mesh = parallel.make_mesh()
+  tx = create_optimizer(config, 10)
+  model, state = create_train_state(config, jax.random.key(0), tx)
   assert isinstance(state.loss_scale, mp.LossScale)
   assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
   state = jax.device_put(state, NamedSharding(mesh, P()))
-  step = train.make_train_step(model, tx, config.loss, mesh, loss_scale_period=2)
-  batch = train.to_global(_batch(2, 64), mesh)
+  step = make_train_step(model, tx, config.loss, mesh, loss_scale_period=2)
+  batch = parallel.to_global(_batch(2, 64), mesh)
   before = jax.device_get(state.params)
 
   state, m = step(state, batch)

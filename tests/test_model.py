@@ -8,8 +8,9 @@ import optax
 import pytest
 
 from configs import ablation, default, dfl
-from dfl_jax import losses, summary
-from dfl_jax.model import create_model
+from dfl_jax.tools import summary
+from dfl_jax.training import losses
+from dfl_jax.network.model import create_model
 
 from conftest import tiny_model_config
 
@@ -119,6 +120,7 @@ def test_batchnorm_frozen_or_trainable(trainable):
   assert stats_moved == trainable
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ablation.ABLATIONS))
 def test_every_ablation_variant_runs_forward_and_backward(name):
   config = ablation.get_config(name + ",tiny")
@@ -150,6 +152,7 @@ def test_unknown_model_field_is_named():
     create_model(cfg)
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_four_samples():
   """Loss falls at least 10x on 4 fixed samples within a bounded number of Adam steps."""
   config = _tiny_config(size=64)

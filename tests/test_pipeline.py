@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from input_pipeline import build, pipeline
+from input_pipeline import dataset_build as build, pipeline
 
 from conftest import build_official_tree
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from dfl_jax import detector, inference, predict, skeleton, visualize
+from dfl_jax.network import skeleton
+from dfl_jax.serving import detector, inference, predict, visualize
 from input_pipeline import geometry, interhand
 import notebook_runs
 
@@ -123,6 +124,7 @@ def test_flags_are_parsed_with_messages_naming_them(tmp_path):
     inference.camera_for((100, 100), princpt=[50, 50])
 
 
+@pytest.mark.slow
 def test_without_a_box_or_detector_a_box_is_required(tmp_path, demo_path):
   with pytest.raises(detector.DetectorUnavailable, match="--bbox x,y,w,h"):
     detector.create(None)

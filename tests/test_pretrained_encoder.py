@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from dfl_jax import checkpointing, model, pretrained_encoder, train
+from dfl_jax import workdir
+from dfl_jax.network import model
+from dfl_jax.training import checkpointing
+from dfl_jax.training.state import create_optimizer, create_train_state
+from dfl_jax.weights import encoder_export, encoder_file as pretrained_encoder
 
 
 def _config(**train_overrides):
@@ -24,13 +28,19 @@ def _flat(tree):
   return flax.traverse_util.flatten_dict(jax.device_get(tree), sep="/")
 
 
+def _initial_variables(config, rng):
+  """The variables a new run starts from: weight files are merged when its state is created."""
+  _, state = create_train_state(config, rng, create_optimizer(config, 1))
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
   """A 'pretraining run' (a checkpoint and its config.json) and its exported encoder file."""
   work = tmp_path_factory.mktemp("pretrain")
   config = _config()
-  tx = train.create_optimizer(config, 1)
-  _, state = train.create_train_state(config, jax.random.key(11), tx)
+  tx = create_optimizer(config, 1)
+  _, state = create_train_state(config, jax.random.key(11), tx)
   # As after training: BatchNorm statistics away from their initial 0/1, so that a merge that
   # dropped them would be seen.
   noise = lambda x: x + 0.25 + 0.1 * jax.random.normal(jax.random.key(3), x.shape, x.dtype)
@@ -38,8 +48,8 @@ def exported(tmp_path_factory):
   ckpt = checkpointing.Checkpointer(work / "checkpoints")
   ckpt.save(5, state, force=True)
   ckpt.close()
-  train.save_config(config, work)
-  out = pretrained_encoder.export_run(work, work / "encoder.npz")
+  workdir.save_config(config, work)
+  out = encoder_export.export_run(work, work / "encoder.npz")
   return state, pathlib.Path(out)
 
 
@@ -50,8 +60,8 @@ def test_export_then_encoder_init_copies_exactly_the_encoder(exported):
   assert {k.split("/")[1] for k in flat} == {"backbone", "fpn", "segmentation"}
   assert any(k.startswith("batch_stats/backbone/") for k in flat)  # BN statistics travel too
 
-  _, fresh = model.init_variables(_config(), jax.random.key(0))
-  _, loaded = model.init_variables(_config(encoder_init=str(path)), jax.random.key(0))
+  fresh = _initial_variables(_config(), jax.random.key(0))
+  loaded = _initial_variables(_config(encoder_init=str(path)), jax.random.key(0))
   source, fresh_p, loaded_p = _flat(state.params), _flat(fresh["params"]), _flat(loaded["params"])
   assert set(loaded_p) == set(fresh_p)
   for key, value in loaded_p.items():
@@ -70,7 +80,7 @@ def test_encoder_of_another_model_size_is_refused_naming_the_file(exported, tmp_
   config = _config(encoder_init=str(path))
   config.model.fpn_features = 32
   with pytest.raises(ValueError, match=r"encoder\.npz.*fpn.*shape"):
-    model.init_variables(config, jax.random.key(0))
+    _initial_variables(config, jax.random.key(0))
 
 
 def test_ablation_without_segmentation_loads_backbone_and_fpn(exported):
@@ -78,7 +88,7 @@ def test_ablation_without_segmentation_loads_backbone_and_fpn(exported):
   state, path = exported
   config = _config(encoder_init=str(path))
   config.model.part_segmentation = False
-  _, loaded = model.init_variables(config, jax.random.key(0))
+  loaded = _initial_variables(config, jax.random.key(0))
   assert "segmentation" not in loaded["params"]
   source = _flat(state.params)
   for key, value in _flat(loaded["params"]).items():
@@ -90,8 +100,8 @@ def test_abstract_state_with_an_encoder_file(exported):
   """jax.eval_shape of the whole train state works with encoder_init set (restore targets)."""
   _, path = exported
   config = _config(encoder_init=str(path))
-  tx = train.create_optimizer(config, 1)
-  abstract = jax.eval_shape(lambda k: train.create_train_state(config, k, tx)[1],
+  tx = create_optimizer(config, 1)
+  abstract = jax.eval_shape(lambda k: create_train_state(config, k, tx)[1],
                             jax.random.key(0))
   assert abstract.params["fpn"] is not None
 
@@ -107,17 +117,22 @@ def test_missing_or_foreign_file_is_named(tmp_path):
   np.savez(foreign, arr_0=np.zeros(3))
   with pytest.raises(ValueError, match="foreign.npz.*arr_0"):
     pretrained_encoder.load(foreign)
-  assert pretrained_encoder.main(["--workdir", str(tmp_path / "empty"),
+  assert encoder_export.main(["--workdir", str(tmp_path / "empty"),
                                   "--out", str(tmp_path / "x.npz")]) == 1
 
 
-def test_inference_does_not_read_the_encoder_file(exported, tmp_path):
-  """A trained run's config names its encoder file; loading the run for inference must not
-  need that file (the checkpoint holds every weight)."""
-  from dfl_jax import inference  # pylint: disable=import-outside-toplevel
-  config = _config(encoder_init=str(tmp_path / "moved-away.npz"))
-  state = inference.abstract_train_state(train.restore_config(config))
+def test_restore_targets_and_the_network_do_not_read_the_encoder_file(tmp_path):
+  """A trained run's config names its encoder file; the state a checkpoint is restored into
+  (evaluation, inference, export) must not need that file (the checkpoint holds every weight),
+  and the network alone never reads weight files."""
+  missing = tmp_path / "moved-away.npz"
+  config = _config(encoder_init=str(missing))
+  state = workdir.abstract_train_state(config)
   assert "backbone" in state.params
-  tx = train.create_optimizer(config, 1)
-  _, real = train.create_train_state(train.restore_config(config), jax.random.key(0), tx)
+  tx = create_optimizer(config, 1)
+  _, real = create_train_state(config, jax.random.key(0), tx, weight_files=False)
   assert jax.tree.structure(real) == jax.tree.structure(state)
+  _, variables = model.init_variables(config, jax.random.key(0))
+  assert jax.tree.structure(variables["params"]) == jax.tree.structure(real.params)
+  with pytest.raises(FileNotFoundError, match="moved-away.npz"):
+    create_train_state(config, jax.random.key(0), tx)

@@ -9,6 +9,9 @@ import time
 
 import jax
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # training subprocesses killed and resumed
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS, EVERY = 16, 4
@@ -39,9 +42,13 @@ def _committed(workdir, step):
 
 
 def _final_params(workdir, config):
-  from dfl_jax import checkpointing, train  # pylint: disable=import-outside-toplevel
-  tx = train.create_optimizer(config, 1)
-  target = jax.eval_shape(lambda k: train.create_train_state(config, k, tx)[1],
+  from dfl_jax import parallel  # pylint: disable=import-outside-toplevel
+  from dfl_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training import checkpointing, loop  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training.state import create_optimizer, create_train_state
+  from dfl_jax.training.step import make_train_step  # pylint: disable=import-outside-toplevel
+  tx = create_optimizer(config, 1)
+  target = jax.eval_shape(lambda k: create_train_state(config, k, tx)[1],
                           jax.random.key(0))
   ckpt = checkpointing.Checkpointer(pathlib.Path(workdir) / "checkpoints")
   step, state, _ = ckpt.restore_latest(target)

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dfl_jax import model as model_lib
-from dfl_jax import serving
+from dfl_jax.network import model as model_lib
+from dfl_jax.serving import prepared as serving
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_prepared_weights_give_identical_outputs(tiny_bf16, layouts):
 def test_predictor_serves_prepared_weights_and_names_bad_crops(trained_workdir):
   """inference.Predictor (weights prepared once) returns what model.apply returns, padding a
   partial batch; crops of another size or dtype are refused with the expected form named."""
-  from dfl_jax import inference  # pylint: disable=import-outside-toplevel
+  from dfl_jax.serving import inference  # pylint: disable=import-outside-toplevel
   net = inference.load_model(trained_workdir)
   size = net.image_size
   crops = np.random.RandomState(1).randint(0, 256, (3, size, size, 3)).astype(np.uint8)

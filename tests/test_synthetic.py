@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dfl_jax import skeleton
-from input_pipeline import geometry, interhand, synthetic
+from dfl_jax.network import skeleton
+from input_pipeline import geometry, interhand, synthetic_render as synthetic
 
 
 @pytest.fixture(scope="module")

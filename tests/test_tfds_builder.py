@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from input_pipeline import build, interhand, tfds_builder
+from input_pipeline import dataset_build as build, interhand, tfds_builder
 
 from conftest import build_official_tree
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 DRIVER = pathlib.Path(__file__).with_name("dp_driver.py")
 
@@ -39,13 +40,14 @@ def _free_port():
 def _assert_same(a, b):
   """Equal up to float reduction order. The tiny model trains its BatchNorm (synchronised over
   the devices), whose statistics are summed in another order on 4 devices: differences of a
-  few 1e-6 appear. A wrong gradient scale (DESIGN section 6's pitfall) moves the parameters
+  few 1e-6 appear. A wrong gradient scale (docs/jax_notes.md's pitfall) moves the parameters
   by a whole SGD update (~1e-2 here), far outside this tolerance."""
   assert a.keys() == b.keys()
   for k in a:
     np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=5e-5, err_msg=k)
 
 
+@pytest.mark.slow
 def test_data_parallel_results_do_not_depend_on_the_device_layout(tmp_path):
   """1 device, 4 devices, and 2 processes x 2 devices (JAX's distributed runtime on
   localhost) give the same parameters after 3 steps of the same global batch."""
@@ -79,53 +81,67 @@ def _batch(n, size, nan=False):
           "rel_root_depth": np.full(n, 128.0, np.float32), "rel_root_depth_valid": np.ones(n)}
 
 
+@pytest.mark.slow
 def test_a_nan_loss_applies_no_update_and_stops_naming_the_step(tmp_path):
   import jax  # pylint: disable=import-outside-toplevel
   import pytest  # pylint: disable=import-outside-toplevel
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
-  from dfl_jax import checkpointing, train  # pylint: disable=import-outside-toplevel
+  from dfl_jax import parallel  # pylint: disable=import-outside-toplevel
+  from dfl_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training import checkpointing, loop  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training.state import create_optimizer, create_train_state
+  from dfl_jax.training.step import make_train_step  # pylint: disable=import-outside-toplevel
   config = _tiny()
-  mesh = train.make_mesh()
-  tx = train.create_optimizer(config, 10)
-  model, state = train.create_train_state(config, jax.random.key(0), tx)
+  mesh = parallel.make_mesh()
+  tx = create_optimizer(config, 10)
+  model, state = create_train_state(config, jax.random.key(0), tx)
   state = jax.device_put(state, NamedSharding(mesh, P()))
-  step = train.make_train_step(model, tx, config.loss, mesh)
+  step = make_train_step(model, tx, config.loss, mesh)
   ckpt = checkpointing.Checkpointer(tmp_path / "ckpt")
-  state, _ = step(state, train.to_global(_batch(4, 64), mesh))
+  state, _ = step(state, parallel.to_global(_batch(4, 64), mesh))
   ckpt.save(1, state, force=True)
   good = jax.device_get(state.params)
-  state, m = step(state, train.to_global(_batch(4, 64, nan=True), mesh))  # step index 1
+  state, m = step(state, parallel.to_global(_batch(4, 64, nan=True), mesh))  # step index 1
   assert not np.isfinite(float(m["loss"]))
   same = jax.tree.map(lambda a, b: np.array_equal(a, b), good, jax.device_get(state.params))
   assert all(jax.tree.leaves(same))  # no update from the NaN step
-  state, _ = step(state, train.to_global(_batch(4, 64), mesh))  # later steps still train
+  state, _ = step(state, parallel.to_global(_batch(4, 64), mesh))  # later steps still train
   assert int(state.first_bad_step) == 1 and int(state.step) == 3
   with pytest.raises(FloatingPointError, match=r"step 1 .*last good checkpoint is step 1"):
-    train._check_finite(state, ckpt)  # pylint: disable=protected-access
+    loop._check_finite(state, ckpt)  # pylint: disable=protected-access
   assert ckpt.latest_step() == 1
   ckpt.close()
 
 
 def test_batch_size_must_divide_by_devices():
   import pytest  # pylint: disable=import-outside-toplevel
-  from dfl_jax import train  # pylint: disable=import-outside-toplevel
-  train.check_batch_size(8, num_devices=4)
+  from dfl_jax import parallel  # pylint: disable=import-outside-toplevel
+  from dfl_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training import loop  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training.state import create_optimizer, create_train_state
+  from dfl_jax.training.step import make_train_step  # pylint: disable=import-outside-toplevel
+  parallel.check_batch_size(8, num_devices=4)
   with pytest.raises(ValueError, match=r"batch_size=6 .* 4 devices; choose a multiple of 4"):
-    train.check_batch_size(6, num_devices=4)
+    parallel.check_batch_size(6, num_devices=4)
 
 
+@pytest.mark.slow
 def test_untrained_evaluation_and_a_failed_evaluation_keep_the_checkpoint(tmp_path, monkeypatch):
   """train.eval_at_start evaluates the untrained model (step 0) before training; an evaluation
   that fails later still leaves that step's checkpoint and stops the run with the error (a
   split whose last batch was padded once crashed the evaluation and lost the checkpoint)."""
   import jax  # pylint: disable=import-outside-toplevel
   from configs import tiny  # pylint: disable=import-outside-toplevel
-  from dfl_jax import checkpointing, train  # pylint: disable=import-outside-toplevel
+  from dfl_jax import parallel  # pylint: disable=import-outside-toplevel
+  from dfl_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training import checkpointing, loop  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training.state import create_optimizer, create_train_state
+  from dfl_jax.training.step import make_train_step  # pylint: disable=import-outside-toplevel
   config = tiny.get_config()
   config.data.synthetic_sizes = "train:8,val:2"
   config.data.image_size, config.train.batch_size, config.data.shuffle_buffer = 64, 4, 8
   config.train.update(num_steps=2, eval_every_steps=2, eval_at_start=True, log_every_steps=1)
-  real, calls = train.evaluate, []
+  real, calls = runner.evaluate, []
 
   def evaluate_then_fail(*args, **kwargs):
     calls.append(len(calls))
@@ -133,16 +149,16 @@ def test_untrained_evaluation_and_a_failed_evaluation_keep_the_checkpoint(tmp_pa
       raise RuntimeError("evaluation broke")
     return real(*args, **kwargs)
 
-  monkeypatch.setattr(train, "evaluate", evaluate_then_fail)
+  monkeypatch.setattr(runner, "evaluate", evaluate_then_fail)
   try:
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
   except RuntimeError as e:
     assert "evaluation broke" in str(e)
   else:
     raise AssertionError("the failed evaluation did not stop the run")
   assert calls == [0, 1]  # step 0 (untrained), then step 2
-  tx = train.create_optimizer(config, 1)
-  target = jax.eval_shape(lambda k: train.create_train_state(config, k, tx)[1], jax.random.key(0))
+  tx = create_optimizer(config, 1)
+  target = jax.eval_shape(lambda k: create_train_state(config, k, tx)[1], jax.random.key(0))
   ckpt = checkpointing.Checkpointer(tmp_path / "checkpoints")
   step, state, _ = ckpt.restore_latest(target)
   ckpt.close()

@@ -8,7 +8,8 @@ Attention (paper Fig. 1 and 6, supplement Fig. 1): for one joint, one column per
 row per part of the joints-image attention: appearance (softmax of Q_a K_a^T alone), position
 (Q_p K_p^T alone) and combined (the softmax of their sum, which the network uses), each
 upsampled from its scale (16x16, 32x32, 64x64 for a 256 input) to the crop and laid over it;
-the joint's predicted (or given) position is an orange cross. See ``attention.attention_maps``.
+the joint's predicted (or given) position is an orange cross. See
+``dfl_jax.network.attention.attention_maps``.
 """
 
 import cv2
@@ -16,11 +17,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from dfl_jax import skeleton
+from dfl_jax.conventions import BONES, HAND_SLICES
 
 HAND_COLOURS = {"right": (230, 60, 40), "left": (30, 120, 235)}  # RGB
 BOX_COLOUR = (200, 200, 200)
-HAND_SLICES = {"right": skeleton.RIGHT, "left": skeleton.LEFT}
 FINGERS = ("thumb", "index", "middle", "ring", "pinky")
 ROWS = (("appearance", "appearance"), ("position", "position"), ("fused", "combined"))
 _SHIFT = 4  # cv2 sub-pixel bits: coordinates in 1/16 px
@@ -57,7 +57,7 @@ def draw_skeleton(image, joints_xy, hands=("right", "left"), box=None):
     cv2.rectangle(out, _point((x, y)), _point((x + w, y + h)), BOX_COLOUR, 1, cv2.LINE_8,
                   _SHIFT)
   for hand in hands:
-    for child, parent in skeleton.BONES:
+    for child, parent in BONES:
       if child in range(42)[HAND_SLICES[hand]]:
         cv2.line(out, _point(joints_xy[child]), _point(joints_xy[parent]),
                  HAND_COLOURS[hand], thickness, cv2.LINE_AA, _SHIFT)
@@ -88,7 +88,7 @@ def plot_3d(joints_mm, hands=("right", "left"), title=None):
   to_plot = lambda p: (p[..., 0] - centre[0], p[..., 2] - centre[2], -(p[..., 1] - centre[1]))
   for hand in hands:
     colour = np.asarray(HAND_COLOURS[hand]) / 255.0
-    for child, parent in skeleton.BONES:
+    for child, parent in BONES:
       if child in range(42)[HAND_SLICES[hand]]:
         x, z, y = to_plot(joints[[child, parent]])
         ax.plot(x, z, y, color=colour, lw=2)

@@ -42,11 +42,11 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dfl_jax import skeleton
-from dfl_jax.attention import DecoupledAttention, attention_maps
-from dfl_jax.spatial_position_refinement import SpatialPositionRefinement
+from dfl_jax.conventions import DEPTH_UNITS
+from dfl_jax.network import skeleton
+from dfl_jax.network.attention import DecoupledAttention, attention_maps
+from dfl_jax.network.spatial_position_refinement import SpatialPositionRefinement
 
-DEPTH_UNITS = 256.0
 # Regression heads start near the crop centre: with a default-scale kernel the untrained
 # outputs would spread over +-1 crop (+-256 depth units) and dominate the first steps.
 HEAD_INIT = nn.initializers.variance_scaling(1e-3, "fan_in", "normal")

@@ -1,7 +1,8 @@
 """Probabilistic part segmentation S_n (paper Sec. 3.2, after DIGIT [9]).
 
 A head on the highest-resolution FPN map predicts C_S = 33 classes per pixel (16 parts for each
-hand plus background; classes 1-16 right, 17-32 left, 0 background, see DESIGN section 8).
+hand plus background; classes 1-16 right, 17-32 left, 0 background; the training labels:
+docs/pseudo_segmentation.md).
 The lower-resolution volumes are the softmax probabilities average-pooled to each scale
 ("the low-resolution segmentation map is obtained by down-sampling the high-resolution map").
 

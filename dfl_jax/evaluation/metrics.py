@@ -1,4 +1,4 @@
-"""InterHand2.6M metrics with the official evaluation protocol (DESIGN section 7, paper 4.1.2).
+"""InterHand2.6M metrics, official evaluation protocol (paper Sec. 4.1.2; docs/evaluation.md).
 
 The protocol is ``Dataset.evaluate`` of the official code (facebookresearch/InterHand2.6M,
 ``data/InterHand2.6M/dataset.py``), which A2J-Transformer (``dataset.py``, the same loop minus
@@ -29,30 +29,23 @@ All functions are NumPy, float64.
 
 import numpy as np
 
+from dfl_jax.conventions import (HAND_OF, HAND_TYPE_IDS, LEFT, LEFT_WRIST,  # noqa: F401
+                                 NUM_JOINTS, RIGHT, RIGHT_WRIST, ROOT_OF, depth_units_to_mm)
+
 PROTOCOL = "interhand2.6m-official"
-NUM_JOINTS = 42
-RIGHT_WRIST = 20
-LEFT_WRIST = 41
-RIGHT = slice(0, 21)
-LEFT = slice(21, 42)
-HAND_TYPE_IDS = {"right": 0, "left": 1, "interacting": 2}
 PCK_THRESHOLDS_MM = np.linspace(0.0, 50.0, 51)
 # An error counts as <= t when it is <= t + PCK_ROUNDOFF_MM, so that float round-off (a
 # rigidly translated hand has errors of ~1e-13 mm after root alignment) does not flip PCK(0).
 PCK_ROUNDOFF_MM = 1e-6
-# Joint -> index of its hand's wrist.
-_ROOT_OF = np.array([RIGHT_WRIST] * 21 + [LEFT_WRIST] * 21)
-# Joint -> 0 (right) or 1 (left), the column of root_depth_mm.
-_HAND_OF = np.array([0] * 21 + [1] * 21)
 
 
-def crop_to_camera(joints_uvd, affine, focal, princpt, root_depth_mm, depth_units=256.0,
-                   depth_range_mm=400.0):
+def crop_to_camera(joints_uvd, affine, focal, princpt, root_depth_mm):
   """2.5D predictions to camera coordinates in mm (official evaluate's back-projection).
 
-  joints_uvd: [..., 42, 3]: x, y in crop pixels, ``z = (d_rel / (range/2) + 1) / 2 * units``
-    with d_rel relative to that hand's wrist and ``depth_units`` (256) whatever the input size;
-    affine: [..., 3, 3] (or [..., 2, 3]) image -> crop pixels, inverted here (official ``trans_point2d(pt, inv_trans)``); focal, princpt: [..., 2];
+  joints_uvd: [..., 42, 3]: x, y in crop pixels, ``z = (d_rel / 200 mm + 1) / 2 * 256`` with
+    d_rel relative to that hand's wrist, whatever the input size (``dfl_jax.conventions``);
+    affine: [..., 3, 3] (or [..., 2, 3]) image -> crop pixels, inverted here (official
+    ``trans_point2d(pt, inv_trans)``); focal, princpt: [..., 2];
     root_depth_mm: [..., 2] camera Z of the right and left wrist (GT in the official protocol).
   Returns [..., 42, 3]: ``Z = d_rel + root``, ``X = (u - cx) Z / fx``, ``Y = (v - cy) Z / fy``.
   """
@@ -67,8 +60,8 @@ def crop_to_camera(joints_uvd, affine, focal, princpt, root_depth_mm, depth_unit
   xy1 = np.concatenate([uvd[..., :2], np.ones_like(uvd[..., :1])], axis=-1)
   image = np.einsum("...ij,...kj->...ki", inverse, xy1)
   image = image[..., :2] / image[..., 2:3]
-  d_rel = (uvd[..., 2] / float(depth_units) * 2.0 - 1.0) * (depth_range_mm / 2.0)
-  root = np.asarray(root_depth_mm, np.float64)[..., _HAND_OF]
+  d_rel = depth_units_to_mm(uvd[..., 2])
+  root = np.asarray(root_depth_mm, np.float64)[..., HAND_OF]
   depth = d_rel + root
   focal = np.asarray(focal, np.float64)[..., None, :]
   princpt = np.asarray(princpt, np.float64)[..., None, :]
@@ -79,7 +72,7 @@ def crop_to_camera(joints_uvd, affine, focal, princpt, root_depth_mm, depth_unit
 def root_align(joints):
   """[..., 42, 3] minus each hand's wrist (right on joint 20, left on joint 41)."""
   joints = np.asarray(joints, np.float64)
-  return joints - joints[..., _ROOT_OF, :]
+  return joints - joints[..., ROOT_OF, :]
 
 
 def joint_errors(pred_cam, gt_cam):
@@ -194,7 +187,7 @@ class OfficialMetrics:
     hand = hand_type_ids(hand_type).reshape(n)
     keep = np.ones(n, bool) if mask is None else np.asarray(mask).reshape(n) > 0
     # Official loader: "if root is not valid -> root-relative 3D pose is also not valid".
-    valid = valid & valid[:, _ROOT_OF] & keep[:, None]
+    valid = valid & valid[:, ROOT_OF] & keep[:, None]
     single = (hand == 0) | (hand == 1)
     two = hand == 2
 

@@ -19,8 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dfl_jax import skeleton
-from dfl_jax.attention import DecoupledAttention
+from dfl_jax.network import skeleton
+from dfl_jax.network.attention import DecoupledAttention
 
 
 class SkeletonGraphConv(nn.Module):

@@ -17,7 +17,7 @@ scaling, as in mixed-precision training since Micikevicius et al. (2018):
   * if any gradient is not finite, skip the update and halve ``scale``;
   * after ``period`` finite steps in a row, double it.
 
-The train step (``dfl_jax/train.py``) keeps a ``LossScale`` in its state when the model is
+The train step (``dfl_jax/training/step.py``) keeps a ``LossScale`` in its state when the model is
 float16, and does the above with these pure functions.
 """
 

@@ -33,12 +33,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dfl_jax import skeleton
-from dfl_jax.decoder import DEPTH_UNITS, HEAD_INIT, DecoupledDecoder, FusedDecoder, PooledRegressor
-from dfl_jax.fpn import FPN
-from dfl_jax.part_segmentation import NUM_PART_CLASSES, PartSegmentationHead, pooled_probabilities
-from dfl_jax.position_encoding import PositionFeatures
-from dfl_jax.resnet import ResNet
+from dfl_jax.conventions import DEPTH_UNITS
+from dfl_jax.network import skeleton
+from dfl_jax.network.decoder import HEAD_INIT, DecoupledDecoder, FusedDecoder, PooledRegressor
+from dfl_jax.network.fpn import FPN
+from dfl_jax.network.part_segmentation import (NUM_PART_CLASSES, PartSegmentationHead,
+                                               pooled_probabilities)
+from dfl_jax.network.position_encoding import PositionFeatures
+from dfl_jax.network.resnet import ResNet
 
 DECODERS = ("decoupled", "fused", "pooled")
 
@@ -210,29 +212,24 @@ def _jitted_init(backend: str | None):
                  static_argnums=0, compiler_options=INIT_COMPILER_OPTIONS.get(backend))
 
 
-def init_variables(config, rng, batch_size: int = 1):
-  """Initial variables of ``create_model(config.model)`` at ``config.data.image_size``.
+def model_for(config) -> DFL:
+  """``create_model(config.model)`` with BatchNorm's mode resolved from ``config.train``: frozen
+  exactly when an ImageNet backbone file is named (``train.backbone_init``), whether or not it is
+  read (a restored run reads none)."""
+  pretrained = bool(config.get("train", {}).get("backbone_init", ""))
+  return create_model(config.model, pretrained_backbone=pretrained)
 
-  When ``config.train.backbone_init`` names a directory written by
-  ``python -m dfl_jax.convert_resnet``, the ResNet-50 parameters and BatchNorm statistics are
-  replaced by the converted ImageNet weights (paper Sec. 3.2: a pre-trained backbone).
-  When ``config.train.encoder_init`` names a file written by ``python -m
-  dfl_jax.pretrained_encoder``, the modules it holds (backbone, FPN, part segmentation by
-  default) are replaced by its weights after that.
+
+def init_variables(config, rng, batch_size: int = 1):
+  """``(model_for(config), its random initial variables)`` at ``config.data.image_size``.
+
+  Random initialisation only: the weight files of a run (``config.train.backbone_init``, the
+  ImageNet ResNet-50 of Sec. 3.2, and ``config.train.encoder_init``) are merged into these
+  variables when the training state is created (``dfl_jax.training.state``), not here.
   """
-  path = config.get("train", {}).get("backbone_init", "")
-  model = create_model(config.model, pretrained_backbone=bool(path))
+  model = model_for(config)
   size = config.data.image_size
   images = jnp.zeros((batch_size, size, size, 3), jnp.float32)
   traced = isinstance(images, jax.core.Tracer)  # zeros are staged only inside a trace
   variables = _jitted_init(None if traced else jax.default_backend())(model, rng, images)
-  if path:
-    from dfl_jax import convert_resnet  # pylint: disable=import-outside-toplevel
-    variables = convert_resnet.merge_backbone(variables, convert_resnet.load_backbone(path))
-  encoder = config.get("train", {}).get("encoder_init", "")
-  if encoder:
-    from dfl_jax import pretrained_encoder  # pylint: disable=import-outside-toplevel
-    flat, _ = pretrained_encoder.load(encoder)
-    variables = pretrained_encoder.merge(variables, flat,
-                                         source=f"config.train.encoder_init {encoder}")
   return model, variables

@@ -26,9 +26,9 @@ camera is assumed (focal = the longer image side in pixels, i.e. a 53 degree fie
 principal point at the image centre) and only the root-relative 3D is reported, marked
 ``assumed``: its x and y scale with root depth / focal, which a single image does not fix.
 
-The configuration comes from ``WORKDIR/config.json``, which training writes
-(``train.save_config``), or from a config passed in. The checkpoint is restored onto
-``jax.eval_shape``'s abstract train state, so nothing is initialised or compiled for it.
+The configuration comes from ``WORKDIR/config.json``, which training writes, or from a config
+passed in; the checkpoint is restored onto the abstract train state of ``dfl_jax.workdir``, so
+nothing is initialised or compiled for it.
 """
 
 import dataclasses
@@ -36,20 +36,24 @@ import json
 import pathlib
 from typing import Any
 
+from absl import flags
 import cv2
 import jax
 import jax.numpy as jnp
 import ml_collections
+from ml_collections import config_flags
 import numpy as np
 
-from dfl_jax import metrics, serving, train
-from dfl_jax.model import create_model
+from dfl_jax import conventions, workdir as workdir_lib
+from dfl_jax.evaluation import metrics
+from dfl_jax.network.model import model_for
+from dfl_jax.serving import prepared
 from input_pipeline import geometry
 
 DEFAULT_ROOT_DEPTH_MM = 500.0
 CUT_ABOVE = 8192  # images with a longer side are cut around the crop before the warp
-HANDS = ("right", "left")
-WRISTS = (geometry.RIGHT_WRIST, geometry.LEFT_WRIST)
+HANDS = conventions.HANDS
+WRISTS = conventions.WRISTS
 
 
 @dataclasses.dataclass
@@ -88,39 +92,8 @@ class Camera:
 
 # ------------------------------------------------------------------ loading
 
-def config_path(workdir=None, checkpoint=None) -> pathlib.Path:
-  """WORKDIR/config.json, or for a checkpoint WORKDIR/checkpoints/STEP the same file."""
-  if workdir:
-    return pathlib.Path(workdir) / train.CONFIG_FILE
-  return pathlib.Path(checkpoint).resolve().parent.parent / train.CONFIG_FILE
-
-
-def load_config(workdir=None, checkpoint=None) -> ml_collections.ConfigDict:
-  path = config_path(workdir, checkpoint)
-  if not path.is_file():
-    raise FileNotFoundError(
-        f"{path} not found: training writes it into the workdir; for a run trained before "
-        f"that, pass the configuration it was trained with (--config=configs/tiny.py)")
-  with open(path, encoding="utf-8") as f:
-    try:
-      return ml_collections.ConfigDict(json.load(f))
-    except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not valid JSON ({e})") from e
-
-
-def abstract_train_state(config):
-  """The train state's shapes and dtypes (jax.ShapeDtypeStruct leaves), nothing computed."""
-  tx = train.create_optimizer(config, steps_per_epoch=1)
-  state = jax.eval_shape(lambda key: train.create_train_state(config, key, tx)[1],
-                         jax.random.key(0))
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
-
-
 def define_run_flags():
   """--workdir, --checkpoint and --config: which trained run to load (``load_model``)."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
   flags.DEFINE_string("workdir", None, "Training workdir: its latest checkpoint and config.json.")
   flags.DEFINE_string("checkpoint", None, "A step folder WORKDIR/checkpoints/STEP.")
   config_flags.DEFINE_config_file("config", None, "Configuration the checkpoint was trained "
@@ -130,25 +103,11 @@ def define_run_flags():
 def load_model(workdir=None, checkpoint=None, config=None) -> LoadedModel:
   """Restores the latest checkpoint of WORKDIR/checkpoints or the step folder ``checkpoint``.
 
-  ``config`` defaults to the run's config.json (``load_config``).
+  ``config`` defaults to the run's config.json (``dfl_jax.workdir.restore``).
   """
-  from dfl_jax import evaluate_model  # pylint: disable=import-outside-toplevel
-  if not workdir and not checkpoint:
-    raise ValueError("give a workdir or a checkpoint (WORKDIR/checkpoints/STEP)")
-  if config is None:
-    config = load_config(workdir, checkpoint)
-  config = train.restore_config(config)
-  model = create_model(config.model, pretrained_backbone=False)
-  if checkpoint:
-    checkpoint = pathlib.Path(checkpoint).resolve()
-    if not checkpoint.is_dir():
-      raise FileNotFoundError(f"--checkpoint {checkpoint}: no such folder")
-  run_dir = workdir or pathlib.Path(checkpoint).parent.parent
-  step, state = evaluate_model.restore_run(
-      run_dir, checkpoint and str(checkpoint), abstract_train_state(config))
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
-  path = checkpoint or pathlib.Path(workdir).resolve() / "checkpoints" / str(step)
-  return LoadedModel(model, variables, config, int(step), str(path))
+  run = workdir_lib.restore(workdir, checkpoint, config)
+  variables = {"params": run.state.params, "batch_stats": run.state.batch_stats}
+  return LoadedModel(model_for(run.config), variables, run.config, run.step, run.checkpoint)
 
 
 # ------------------------------------------------------------------ crop
@@ -198,10 +157,10 @@ class Predictor:
 
   def __init__(self, net: LoadedModel, batch_size: int = 8, attention: bool = False):
     self.net, self.batch_size, self.attention = net, int(batch_size), attention
-    # Weights cast and laid out once for this batch shape (serving.py), not on every call.
+    # Weights cast and laid out once for this batch shape (prepared.py), not on every call.
     example = jnp.zeros((self.batch_size, net.image_size, net.image_size, 3), jnp.uint8)
-    self._apply, self._variables = serving.compile_inference(
-        serving.predict_fn(net.model, attention), net.variables, example)
+    self._apply, self._variables = prepared.compile_inference(
+        prepared.predict_fn(net.model, attention), net.variables, example)
 
   def __call__(self, crops) -> dict:
     """crops uint8 [N, S, S, 3] -> the model's outputs as NumPy, [N, ...] each."""
@@ -263,11 +222,10 @@ def decode(out: dict, crop: Crop, camera: Camera, image_size: int) -> dict:
   """
   uvd = np.asarray(out["joints"], np.float64)                  # [42, 3]
   image_xy = geometry.crop_to_image(uvd[:, :2], crop.crop_box, image_size)
-  rel_root_mm = (float(train.depth_units_to_mm(out["rel_root_depth"]))
+  rel_root_mm = (float(conventions.depth_units_to_mm(np.asarray(out["rel_root_depth"])))
                  if "rel_root_depth" in out else 0.0)
   roots = np.array([camera.root_depth_mm, camera.root_depth_mm + rel_root_mm])
-  cam = metrics.crop_to_camera(uvd, crop.affine, camera.focal, camera.princpt, roots,
-                               depth_units=train.DEPTH_UNITS)
+  cam = metrics.crop_to_camera(uvd, crop.affine, camera.focal, camera.princpt, roots)
   rel = metrics.root_align(cam)
   result = {
       "image_size": list(crop.image_wh),

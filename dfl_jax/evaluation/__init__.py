@@ -1,0 +1,1 @@
+"""Evaluation: metrics, scoring predictions files, running a trained model over a split."""

@@ -1,0 +1,1 @@
+"""Serving: inference on users' images, prepared weights, predict, export, detector, figures."""

@@ -1,0 +1,1 @@
+"""Tools: benchmark, compile for absent accelerators, environment check, parameter summary."""

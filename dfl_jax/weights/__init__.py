@@ -1,0 +1,1 @@
+"""Weight files: ImageNet backbones converted from torchvision/timm, encoder files of runs."""

@@ -1,0 +1,209 @@
+"""Convert a torchvision or timm ResNet-50 state dict into backbone variables.
+
+The paper (Sec. 3.2) starts from an ImageNet-pretrained ResNet50-FPN. Nothing is downloaded
+here: the user brings the weights file (``.safetensors`` natively; ``.pth``/``.pt``/``.bin``
+only through torch's weights-only loader, never plain pickle) and gets an orbax checkpoint of
+the tree that goes under ``variables[...]['backbone']``:
+
+    python -m dfl_jax.convert_resnet --src resnet50.safetensors --out /abs/or/rel/dir
+
+Keys map one-to-one onto ``dfl_jax.network.resnet.ResNet`` (see its docstring); ``fc.*`` and
+``num_batches_tracked`` are dropped, and one common prefix such as ``module.``, ``model.`` or
+``backbone.`` is stripped. The package never imports torch except lazily for ``.pth`` files.
+"""
+
+import argparse
+import functools
+import os
+from typing import Any, Mapping, Optional
+
+import flax
+import flax.traverse_util
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from dfl_jax.network import resnet
+from dfl_jax.weights import encoder_file
+
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+_IGNORED_PREFIXES = ("fc.",)
+_IGNORED_SUFFIXES = ("num_batches_tracked",)
+# flax leaf name -> torch parameter name, per collection.
+_LEAF_NAMES = {
+    "params": {"kernel": "weight", "scale": "weight", "bias": "bias"},
+    "batch_stats": {"mean": "running_mean", "var": "running_var"},
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _expected_layout():
+  """torch key -> (collection, flax path, torch shape) for ``resnet.ResNet()``, via eval_shape."""
+  shapes = jax.eval_shape(resnet.ResNet().init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, 64, 64, 3), jnp.float32))
+  layout = {}
+  for collection, names in _LEAF_NAMES.items():
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(shapes[collection]))
+    for path, leaf in flat.items():
+      shape = tuple(leaf.shape)
+      if path[-1] == "kernel":  # [kh, kw, I, O] -> [O, I, kh, kw]
+        shape = (shape[3], shape[2], shape[0], shape[1])
+      layout[".".join(path[:-1] + (names[path[-1]],))] = (collection, path, shape)
+  return layout
+
+
+def _strip_prefix(keys):
+  """The common prefix (e.g. ``module.``) in front of the ResNet keys, or ''."""
+  layout = _expected_layout()
+  candidates = set()
+  for key in keys:
+    parts = key.split(".")
+    for i in range(len(parts)):
+      if ".".join(parts[i:]) in layout:
+        candidates.add(".".join(parts[:i]) + "." if i else "")
+  for prefix in sorted(candidates, key=len):
+    if all(k.startswith(prefix) for k in keys):
+      return prefix
+  return ""
+
+
+def _ignored(key):
+  return key.startswith(_IGNORED_PREFIXES) or key.endswith(_IGNORED_SUFFIXES)
+
+
+def _list(keys, limit=10):
+  keys = sorted(keys)
+  more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
+  return ", ".join(keys[:limit]) + more
+
+
+def convert_state_dict(state: Mapping[str, Any], source: Optional[str] = None) -> dict:
+  """torch ResNet-50 state dict -> ``{'params': ..., 'batch_stats': ...}`` of float32 numpy.
+
+  Raises ValueError naming the offending keys (and ``source``) for unknown or missing keys and
+  for shapes that differ from ``resnet.ResNet()``.
+  """
+  where = f" in {source}" if source else ""
+  layout = _expected_layout()
+  prefix = _strip_prefix(list(state))
+  state = {k[len(prefix):]: v for k, v in state.items()}
+  state = {k: v for k, v in state.items() if not _ignored(k)}
+
+  unknown = set(state) - set(layout)
+  missing = set(layout) - set(state)
+  errors = []
+  if unknown:
+    errors.append(f"unknown keys{where}: {_list(unknown)}")
+  if missing:
+    errors.append(f"missing keys{where}: {_list(missing)}")
+  mismatched = []
+  for key in sorted(set(state) & set(layout)):
+    got = tuple(np.shape(state[key]))
+    if got != layout[key][2]:
+      mismatched.append(f"{key} has shape {got}, expected {layout[key][2]}")
+  if mismatched:
+    errors.append(f"shape mismatch{where}: " + "; ".join(mismatched[:10]))
+  if errors:
+    raise ValueError("not a ResNet-50 state dict (torchvision/timm layout"
+                     + (f", stripped prefix {prefix!r}" if prefix else "") + "):\n  "
+                     + "\n  ".join(errors))
+
+  flat = {"params": {}, "batch_stats": {}}
+  for key, (collection, path, _) in layout.items():
+    value = np.asarray(state[key], dtype=np.float32)
+    if path[-1] == "kernel":
+      value = np.transpose(value, (2, 3, 1, 0))
+    flat[collection][path] = np.ascontiguousarray(value)
+  return {c: flax.traverse_util.unflatten_dict(f) for c, f in flat.items()}
+
+
+def _unwrap(state, source):
+  """A checkpoint dict that wraps the weights under 'state_dict' or 'model' -> the weights."""
+  for wrapper in ("state_dict", "model"):
+    if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+      state = state[wrapper]
+  if not isinstance(state, Mapping):
+    raise ValueError(f"{source} does not hold a state dict (got {type(state).__name__})")
+  return state
+
+
+def load_state_dict(path: str) -> dict:
+  """Read a state dict as ``{key: np.ndarray}`` from ``.safetensors`` or (with torch) ``.pth``."""
+  path = os.fspath(path)
+  suffix = os.path.splitext(path)[1].lower()
+  if suffix == ".safetensors":
+    from safetensors.numpy import load_file
+    return dict(load_file(path))
+  if suffix in _TORCH_SUFFIXES:
+    try:
+      import torch  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise ImportError(
+          f"reading {path} needs torch (loaded with weights_only=True); install torch or "
+          "convert the file to .safetensors (safetensors.torch.save_file) first") from e
+    state = _unwrap(torch.load(path, map_location="cpu", weights_only=True), path)
+    out = {}
+    for key, value in state.items():
+      if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+      value = value.detach()
+      if value.is_floating_point():
+        value = value.to(torch.float32)
+      out[key] = value.numpy()
+    return out
+  raise ValueError(f"unsupported weights file {path!r}: use .safetensors, or .pth/.pt/.bin "
+                   "(read with torch.load(weights_only=True)); plain pickles are refused")
+
+
+def save_backbone(tree: Mapping[str, Any], out_dir: str, force: bool = False) -> str:
+  """Write the converted tree to ``out_dir`` (an orbax checkpoint); returns the absolute path."""
+  out_dir = os.path.abspath(os.fspath(out_dir))
+  if os.path.exists(out_dir) and not force:
+    raise FileExistsError(f"{out_dir} already exists (pass force=True / --force to overwrite)")
+  tree = jax.tree_util.tree_map(np.asarray, flax.core.unfreeze(tree))
+  ocp.PyTreeCheckpointer().save(out_dir, tree, force=force)  # synchronous: done on return
+  return out_dir
+
+
+def load_backbone(out_dir: str) -> dict:
+  """Read a tree written by ``save_backbone`` as plain numpy arrays (no target needed)."""
+  tree = ocp.PyTreeCheckpointer().restore(os.path.abspath(os.fspath(out_dir)))
+  return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def merge_backbone(variables: Mapping[str, Any], tree: Mapping[str, Any]) -> dict:
+  """Copy of a full model's ``variables`` with the backbone replaced by ``tree``.
+
+  Every collection of ``tree`` must match ``variables[collection]['backbone']`` leaf for leaf
+  (same paths, same shapes); the result keeps the dtypes of ``variables``. The merge is
+  ``encoder_file.merge``'s, for the one module.
+  """
+  flat = {f"{collection}/backbone/{key}": value
+          for collection, sub in flax.core.unfreeze(tree).items()
+          for key, value in flax.traverse_util.flatten_dict(sub, sep="/").items()}
+  return encoder_file.merge(variables, flat, source="converted backbone")
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(
+      prog="python -m dfl_jax.convert_resnet",
+      description="Convert a torchvision/timm ResNet-50 state dict into DFL backbone variables.")
+  parser.add_argument("--src", required=True,
+                      help=".safetensors, or .pth/.pt/.bin (needs torch; weights_only load)")
+  parser.add_argument("--out", required=True, help="output directory (orbax checkpoint)")
+  parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+  args = parser.parse_args(argv)
+  try:
+    tree = convert_state_dict(load_state_dict(args.src), source=args.src)
+    out_dir = save_backbone(tree, args.out, force=args.force)
+  except (ValueError, ImportError, OSError) as e:
+    parser.exit(1, f"error: {e}\n")
+  counts = {c: len(jax.tree_util.tree_leaves(t)) for c, t in tree.items()}
+  print(f"converted {sum(counts.values())} tensors ({counts['params']} params, "
+        f"{counts['batch_stats']} batch_stats) from {args.src} -> {out_dir}")
+
+
+def command():
+  """Console script ``dfl-convert-resnet`` and ``python -m dfl_jax.convert_resnet``."""
+  main()
