@@ -10,8 +10,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
+    # configs/ too: its files import their base (configs.default), which console scripts, run
+    # from any folder, can then find.
     packages=find_packages(include=["dfl_jax", "dfl_jax.*", "input_pipeline",
-                                    "input_pipeline.*"]),
+                                    "input_pipeline.*", "configs"]),
     # Shipped files: the tiny encoder of configs/tiny.py (dfl_jax/weights/encoder_file.py) and
     # the GPU targets of dfl_jax/tools/aot.py.
     package_data={"dfl_jax": ["assets/*.npz", "assets/gpu_targets/*.txtpb"]},

@@ -6,6 +6,7 @@ and, after evaluation, ``eval/``. Evaluation, inference, export, the encoder exp
 benchmark and the compile-only check all restore through this module:
 
     config = workdir.load_config(workdir=DIR)                # or checkpoint=DIR/checkpoints/N
+    config = workdir.restore_config(config)                  # a copy, BatchNorm mode resolved
     target = workdir.abstract_train_state(config)            # shapes only, nothing computed
     step, state = workdir.restore_run(DIR, None, target)     # latest checkpoint, or a step folder
     run = workdir.restore(workdir=DIR)                       # all three at once
@@ -22,6 +23,7 @@ import pathlib
 import jax
 import ml_collections
 
+from dfl_jax.network.model import resolve_trainable_bn
 from dfl_jax.training import checkpointing
 from dfl_jax.training.state import create_optimizer, create_train_state
 
@@ -57,6 +59,17 @@ def load_config(workdir=None, checkpoint=None) -> ml_collections.ConfigDict:
       return ml_collections.ConfigDict(json.load(f))
     except json.JSONDecodeError as e:
       raise ValueError(f"{path}: not valid JSON ({e})") from e
+
+
+def restore_config(config) -> ml_collections.ConfigDict:
+  """A copy of a run's configuration with BatchNorm's mode resolved as training resolved it
+  (``model.trainable_bn`` True or False, never None), so that ``create_model(config.model)``
+  rebuilds the trained network. The weight-file paths stay as the record of how the run began;
+  nothing that restores reads them."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  pretrained = bool(config.get("train", {}).get("backbone_init", ""))
+  config.model.trainable_bn = resolve_trainable_bn(config.model.get("trainable_bn"), pretrained)
+  return config
 
 
 def abstract_train_state(config, sharding=None):
@@ -104,7 +117,8 @@ class RestoredRun:
 def restore(workdir=None, checkpoint=None, config=None, sharding=None) -> RestoredRun:
   """A run's configuration and its latest checkpoint (or the step folder ``checkpoint``).
 
-  ``config`` defaults to the run's config.json (``load_config``).
+  ``config`` defaults to the run's config.json (``load_config``); the run's config is returned
+  resolved (``restore_config``).
   """
   if not workdir and not checkpoint:
     raise ValueError("give a workdir or a checkpoint (WORKDIR/checkpoints/STEP)")
@@ -112,8 +126,7 @@ def restore(workdir=None, checkpoint=None, config=None, sharding=None) -> Restor
     checkpoint = pathlib.Path(checkpoint).resolve()
     if not checkpoint.is_dir():
       raise FileNotFoundError(f"--checkpoint {checkpoint}: no such folder")
-  if config is None:
-    config = load_config(workdir, checkpoint)
+  config = restore_config(config if config is not None else load_config(workdir, checkpoint))
   run_dir = workdir or checkpoint.parent.parent
   step, state = restore_run(run_dir, checkpoint and str(checkpoint),
                             abstract_train_state(config, sharding))

@@ -10,8 +10,8 @@ unless stated otherwise, so callers choose when to round to float32.
 
 import numpy as np
 
-from dfl_jax.conventions import (LEFT, LEFT_WRIST, NUM_JOINTS, RIGHT,  # noqa: F401
-                                 RIGHT_WRIST, ROOT_OF, DEPTH_UNITS, depth_mm_to_units)
+from dfl_jax.conventions import (DEPTH_UNITS, LEFT_WRIST, RIGHT_WRIST, ROOT_OF,
+                                 depth_mm_to_units)
 
 
 def world_to_camera(joint_world, camrot, campos):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dfl_jax.network import resnet
-from dfl_jax.weights import backbone_file as convert_resnet
+from dfl_jax.weights import backbone_file
 
 torch = pytest.importorskip(
     "torch", reason="needs the CPU torch (pip install torch==2.13.0) for the reference model")
@@ -115,9 +115,9 @@ def backbone_vars():
 def test_features_match_torch(tmp_path, torch_model, state):
   src = tmp_path / "resnet50.safetensors"
   safetensors_numpy.save_file(state, str(src))
-  convert_resnet.main(["--src", str(src), "--out", str(tmp_path / "backbone")])
-  tree = convert_resnet.load_backbone(tmp_path / "backbone")
-  direct = convert_resnet.convert_state_dict(convert_resnet.load_state_dict(src))
+  backbone_file.main(["--src", str(src), "--out", str(tmp_path / "backbone")])
+  tree = backbone_file.load_backbone(tmp_path / "backbone")
+  direct = backbone_file.convert_state_dict(backbone_file.load_state_dict(src))
   jax.tree_util.tree_map(np.testing.assert_array_equal, tree, direct)
 
   images = np.random.default_rng(0).uniform(size=(1, 64, 64, 3)).astype(np.float32)
@@ -141,18 +141,18 @@ def test_features_match_torch(tmp_path, torch_model, state):
 def test_pth_weights_only_round_trip(tmp_path, torch_model, state):
   src = tmp_path / "resnet50.pth"
   torch.save({"epoch": 3, "state_dict": torch_model.state_dict()}, src)
-  loaded = convert_resnet.load_state_dict(src)
+  loaded = backbone_file.load_state_dict(src)
   assert set(loaded) == set(state)
   for k in state:
     np.testing.assert_array_equal(loaded[k], state[k])
-  convert_resnet.convert_state_dict(loaded)
+  backbone_file.convert_state_dict(loaded)
 
 
 def test_pth_refuses_pickled_objects(tmp_path, state):
   src = tmp_path / "evil.pth"
   torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}, "obj": _Opaque()}, src)
   with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
-    convert_resnet.load_state_dict(src)
+    backbone_file.load_state_dict(src)
 
 
 class _Opaque:
@@ -164,12 +164,12 @@ def test_pth_without_torch_says_what_to_do(tmp_path, monkeypatch):
   src.write_bytes(b"not read")
   monkeypatch.setitem(sys.modules, "torch", None)
   with pytest.raises(ImportError, match="safetensors"):
-    convert_resnet.load_state_dict(src)
+    backbone_file.load_state_dict(src)
 
 
 @pytest.mark.slow
 def test_package_does_not_import_torch():
-  code = "import sys, dfl_jax.convert_resnet; assert 'torch' not in sys.modules"
+  code = "import sys, dfl_jax.weights.backbone_file; assert 'torch' not in sys.modules"
   subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -178,54 +178,54 @@ def test_cli_refuses_existing_out(tmp_path, state, capsys):
   safetensors_numpy.save_file(state, str(src))
   (tmp_path / "out").mkdir()
   with pytest.raises(SystemExit):
-    convert_resnet.main(["--src", str(src), "--out", str(tmp_path / "out")])
+    backbone_file.main(["--src", str(src), "--out", str(tmp_path / "out")])
   assert "--force" in capsys.readouterr().err
 
 
 def test_prefix_is_stripped(state):
-  plain = convert_resnet.convert_state_dict(state)
+  plain = backbone_file.convert_state_dict(state)
   for prefix in ("module.", "backbone.", "model.", "module.backbone."):
-    tree = convert_resnet.convert_state_dict({prefix + k: v for k, v in state.items()})
+    tree = backbone_file.convert_state_dict({prefix + k: v for k, v in state.items()})
     jax.tree_util.tree_map(np.testing.assert_array_equal, tree, plain)
 
 
 def test_missing_key_is_named(state):
   broken = {k: v for k, v in state.items() if k != "layer3.2.bn2.running_var"}
   with pytest.raises(ValueError, match=r"missing.*layer3\.2\.bn2\.running_var"):
-    convert_resnet.convert_state_dict(broken, source="some.safetensors")
+    backbone_file.convert_state_dict(broken, source="some.safetensors")
   broken = {"module." + k: v for k, v in state.items() if k != "conv1.weight"}
   with pytest.raises(ValueError, match=r"missing.*conv1\.weight"):
-    convert_resnet.convert_state_dict(broken)
+    backbone_file.convert_state_dict(broken)
 
 
 def test_unknown_key_is_named(state):
   extra = dict(state, **{"layer5.0.conv1.weight": np.zeros((1, 1, 1, 1), np.float32)})
   with pytest.raises(ValueError, match=r"unknown.*layer5\.0\.conv1\.weight"):
-    convert_resnet.convert_state_dict(extra)
+    backbone_file.convert_state_dict(extra)
 
 
 def test_wrong_shape_is_named(state):
   broken = dict(state)
   broken["layer2.0.downsample.0.weight"] = np.zeros((512, 128, 1, 1), np.float32)
   with pytest.raises(ValueError, match=r"layer2\.0\.downsample\.0\.weight.*\(512, 128, 1, 1\)"):
-    convert_resnet.convert_state_dict(broken, source="r50.safetensors")
+    backbone_file.convert_state_dict(broken, source="r50.safetensors")
   with pytest.raises(ValueError, match=r"r50\.safetensors"):
-    convert_resnet.convert_state_dict(broken, source="r50.safetensors")
+    backbone_file.convert_state_dict(broken, source="r50.safetensors")
 
 
 def test_pickle_suffix_is_refused(tmp_path):
   src = tmp_path / "resnet50.pkl"
   src.write_bytes(b"not read")
   with pytest.raises(ValueError, match="unsupported"):
-    convert_resnet.load_state_dict(src)
+    backbone_file.load_state_dict(src)
 
 
 def test_merge_backbone(state, backbone_vars):
   other = {"head": {"kernel": np.full((3, 2), 7.0, np.float32)}}
   variables = {"params": {"backbone": backbone_vars["params"], "other": other},
                "batch_stats": {"backbone": backbone_vars["batch_stats"]}}
-  tree = convert_resnet.convert_state_dict(state)
-  merged = convert_resnet.merge_backbone(variables, tree)
+  tree = backbone_file.convert_state_dict(state)
+  merged = backbone_file.merge_backbone(variables, tree)
 
   assert merged["params"]["other"] is not variables["params"]["other"]
   np.testing.assert_array_equal(merged["params"]["other"]["head"]["kernel"],
@@ -242,4 +242,4 @@ def test_merge_backbone(state, backbone_vars):
   bad = jax.tree_util.tree_map(lambda x: x, tree)
   bad["params"]["layer1"]["0"]["conv1"]["kernel"] = np.zeros((1, 1, 64, 65), np.float32)
   with pytest.raises(ValueError, match=r"layer1/0/conv1/kernel"):
-    convert_resnet.merge_backbone(variables, bad)
+    backbone_file.merge_backbone(variables, bad)

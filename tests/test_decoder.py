@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dfl_jax import conventions
 from dfl_jax.network import skeleton
 from dfl_jax.network.decoder import InitialAggregation, scale_schedule
 from dfl_jax.network.spatial_position_refinement import SkeletonGraphConv
@@ -44,14 +45,14 @@ def test_initial_aggregation_matches_eq_1_2():
 
 
 def test_skeleton_graph():
-  assert len(skeleton.BONES) == 40
+  assert len(conventions.BONES) == 40
   a = skeleton.adjacency()
   np.testing.assert_array_equal(a, a.T)
-  assert a[skeleton.RIGHT_WRIST, skeleton.LEFT_WRIST] == 1
+  assert a[conventions.RIGHT_WRIST, conventions.LEFT_WRIST] == 1
   # Each hand is a tree (20 edges), joined by one wrist-wrist edge: 41 edges over 42 joints.
   assert (a.sum() - 42) / 2 == 41
   # Flip permutation swaps hands and is an involution.
-  perm = skeleton.FLIP_PERMUTATION
+  perm = conventions.FLIP_PERMUTATION
   np.testing.assert_array_equal(perm[perm], np.arange(42))
   assert perm[0] == 21 and perm[41] == 20
 

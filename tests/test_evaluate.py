@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from dfl_jax.evaluation import predictions as evaluate
+from dfl_jax.evaluation import predictions as scoring
 from conftest import FIXTURE_ANNOTATION_IDS, ROOT, build_official_tree
 
 NJ = 42
@@ -22,7 +22,7 @@ def samples(fixtures):
 
 @pytest.fixture
 def records(samples):
-  records, skipped = evaluate.load_annotations(samples, "test")
+  records, skipped = scoring.load_annotations(samples, "test")
   assert not skipped
   return records
 
@@ -46,20 +46,20 @@ def test_fixture_annotations(records):
 def test_official_file_names_are_found_first(fixtures, tmp_path):
   root = build_official_tree(fixtures, tmp_path)
   folder = root / "annotations" / "test"
-  files = evaluate.find_annotation_files(folder, "test")
+  files = scoring.find_annotation_files(folder, "test")
   assert [f.name for f in files] == [f"InterHand2.6M_test_{k}.json"
                                      for k in ("data", "camera", "joint_3d")]
-  records, _ = evaluate.load_annotations(folder, "test")
+  records, _ = scoring.load_annotations(folder, "test")
   assert len(records) == len(FIXTURE_ANNOTATION_IDS)
 
 
 def test_missing_annotation_files_are_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="data.json"):
-    evaluate.find_annotation_files(tmp_path, "test")
+    scoring.find_annotation_files(tmp_path, "test")
 
 
 def test_ground_truth_scores_zero(records):
-  r = evaluate.score_predictions(gt_predictions(records), records)
+  r = scoring.score_predictions(gt_predictions(records), records)
   assert r["protocol"] == "interhand2.6m-official"
   assert r["mpjpe_single"] == 0.0 and r["mpjpe_two"] == 0.0 and r["mpjpe_all"] == 0.0
   assert r["auc"] == 1.0
@@ -74,7 +74,7 @@ def test_rigid_translation_of_the_right_hand_scores_zero(records):
     joints = np.array(entry["joints_cam_mm"])
     joints[:21] += [30.0, -20.0, 15.0]
     entry["joints_cam_mm"] = joints.tolist()
-  r = evaluate.score_predictions(predictions, records)
+  r = scoring.score_predictions(predictions, records)
   for key in ("mpjpe_single", "mpjpe_two", "mpjpe_all"):
     assert r[key] == pytest.approx(0.0, abs=1e-9)
   assert r["auc"] == pytest.approx(1.0)
@@ -86,7 +86,7 @@ def test_joint_0_moved_by_5_mm(records):
     joints = np.array(entry["joints_cam_mm"])
     joints[0] += [3.0, 0.0, 4.0]
     entry["joints_cam_mm"] = joints.tolist()
-  r = evaluate.score_predictions(predictions, records)
+  r = scoring.score_predictions(predictions, records)
   # Joint 0 (right thumb tip) is valid in the right frame and in both interacting frames; in
   # the left frame it is invalid and changes nothing. Every joint has samples in both lists.
   assert r["per_joint_mpjpe_single"][0] == pytest.approx(5.0, abs=1e-4)
@@ -109,7 +109,7 @@ def test_per_joint_means_then_joint_average(records):
   joints = np.array(predictions["326750"]["joints_cam_mm"])
   joints[21] += [0.0, 0.0, 6.0]
   predictions["326750"]["joints_cam_mm"] = joints.tolist()
-  r = evaluate.score_predictions(predictions, records)
+  r = scoring.score_predictions(predictions, records)
   assert r["mpjpe_single"] == pytest.approx(5.0 / 42, abs=1e-5)
   assert r["mpjpe_two"] == pytest.approx((5.0 + 3.0) / 42, abs=1e-5)
   assert r["mpjpe_all"] == pytest.approx((5.0 + 2.0) / 42, abs=1e-5)
@@ -124,7 +124,7 @@ def test_mrrpe_and_hand_presence_from_the_file(records):
     entry["hand_presence"] = {"right": [0.9, 0.1], "left": [0.1, 0.9],
                               "interacting": [0.8, 0.7]}[by_id[aid]["hand_type"]]
   predictions["286291"]["hand_presence"] = [0.2, 0.7]  # wrong
-  r = evaluate.score_predictions(predictions, records)
+  r = scoring.score_predictions(predictions, records)
   assert r["mrrpe"] == pytest.approx(0.0, abs=1e-3)
   assert r["num_mrrpe"] == 2
   assert r["hand_presence_accuracy"] == pytest.approx(3 / 4)
@@ -134,8 +134,8 @@ def test_missing_and_unknown_ids_are_reported(records):
   predictions = gt_predictions(records)
   del predictions["680801"]
   predictions["123"] = predictions["326750"]
-  with pytest.warns(evaluate.EvaluationWarning) as caught:
-    r = evaluate.score_predictions(predictions, records)
+  with pytest.warns(scoring.EvaluationWarning) as caught:
+    r = scoring.score_predictions(predictions, records)
   text = " ".join(str(w.message) for w in caught)
   assert "680801" in text and "123" in text
   assert r["num_missing"] == 1 and r["missing_ids"] == ["680801"]
@@ -145,14 +145,14 @@ def test_missing_and_unknown_ids_are_reported(records):
 
 def test_no_matching_id_is_an_error(records):
   with pytest.raises(ValueError, match="no prediction matches"):
-    evaluate.score_predictions({"1": {"joints_cam_mm": np.zeros((NJ, 3))}}, records)
+    scoring.score_predictions({"1": {"joints_cam_mm": np.zeros((NJ, 3))}}, records)
 
 
 def test_malformed_json_names_the_file(tmp_path):
   path = tmp_path / "broken.json"
   path.write_text('{"326750": {"joints_cam_mm": [[1, 2, 3]')
-  with pytest.raises(evaluate.PredictionsFormatError, match="broken.json"):
-    evaluate.load_predictions(path)
+  with pytest.raises(scoring.PredictionsFormatError, match="broken.json"):
+    scoring.load_predictions(path)
 
 
 @pytest.mark.parametrize("entry, message", [
@@ -166,8 +166,8 @@ def test_malformed_json_names_the_file(tmp_path):
 ])
 def test_wrong_entries_name_the_file_and_the_id(tmp_path, entry, message):
   path = write_json(tmp_path / "pred.json", {"326750": entry})
-  with pytest.raises(evaluate.PredictionsFormatError) as info:
-    evaluate.load_predictions(path)
+  with pytest.raises(scoring.PredictionsFormatError) as info:
+    scoring.load_predictions(path)
   assert "pred.json" in str(info.value) and "'326750'" in str(info.value)
   assert info.match(message)
 
@@ -176,17 +176,17 @@ def test_duplicate_ids_and_wrong_top_level(tmp_path):
   path = tmp_path / "dup.json"
   zeros = json.dumps({"joints_cam_mm": [[0, 0, 0]] * 42})
   path.write_text('{"1": %s, "1": %s}' % (zeros, zeros))
-  with pytest.raises(evaluate.PredictionsFormatError, match="duplicate"):
-    evaluate.load_predictions(path)
-  with pytest.raises(evaluate.PredictionsFormatError, match="keyed by annotation id"):
-    evaluate.load_predictions(write_json(tmp_path / "list.json", [1]))
+  with pytest.raises(scoring.PredictionsFormatError, match="duplicate"):
+    scoring.load_predictions(path)
+  with pytest.raises(scoring.PredictionsFormatError, match="keyed by annotation id"):
+    scoring.load_predictions(write_json(tmp_path / "list.json", [1]))
 
 
 def test_load_predictions_round_trip(tmp_path, records):
   predictions = gt_predictions(records)
   predictions["326750"]["hand_presence"] = [1.0, 0.0]
   predictions["326750"]["rel_root_depth_mm"] = [12.5]
-  loaded = evaluate.load_predictions(write_json(tmp_path / "p.json", predictions))
+  loaded = scoring.load_predictions(write_json(tmp_path / "p.json", predictions))
   assert set(loaded) == set(predictions)
   assert loaded["326750"]["joints_cam_mm"].shape == (NJ, 3)
   assert loaded["326750"]["rel_root_depth_mm"] == 12.5
@@ -195,7 +195,7 @@ def test_load_predictions_round_trip(tmp_path, records):
 
 def test_evaluate_predictions_file_writes_the_report(tmp_path, samples, records):
   path = write_json(tmp_path / "pred.json", gt_predictions(records))
-  r = evaluate.evaluate_predictions_file(path, samples, "test", tmp_path / "out")
+  r = scoring.evaluate_predictions_file(path, samples, "test", tmp_path / "out")
   saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
   assert saved["mpjpe_all"] == 0.0 and saved["auc"] == 1.0 and r["auc"] == 1.0
   assert (tmp_path / "out" / "pck.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -232,10 +232,10 @@ def test_model_mode_matches_rescoring_its_predictions_file(fixtures, tmp_path):
   from dfl_jax.evaluation import model_mode  # pylint: disable=import-outside-toplevel
   from dfl_jax.training import checkpointing  # pylint: disable=import-outside-toplevel
   from dfl_jax.training.state import create_optimizer, create_train_state
-  from input_pipeline import dataset_build as build  # pylint: disable=import-outside-toplevel
+  from input_pipeline import dataset_build  # pylint: disable=import-outside-toplevel
   from conftest import build_official_tree  # pylint: disable=import-outside-toplevel
   root = build_official_tree(fixtures, tmp_path / "ih")
-  build.build(root, tmp_path / "tfds", splits=("test",), workers=2)
+  dataset_build.build(root, tmp_path / "tfds", splits=("test",), workers=2)
   config = tiny.get_config()
   config.data.source, config.data.data_dir = "interhand", str(tmp_path / "tfds")
   config.data.image_size, config.train.batch_size = 64, 4
@@ -248,7 +248,7 @@ def test_model_mode_matches_rescoring_its_predictions_file(fixtures, tmp_path):
   assert result["step"] == 7 and result["num_frames"] == 4
   report = {k: pathlib.Path(v) for k, v in result["report"].items()}
   assert report["pck"].stat().st_size > 1000
-  rescored = evaluate.evaluate_predictions_file(
+  rescored = scoring.evaluate_predictions_file(
       report["predictions"], root / "annotations" / "test", "test", tmp_path / "rescored")
   for key in ("mpjpe_single", "mpjpe_two", "mpjpe_all", "auc"):
     np.testing.assert_allclose(rescored[key], result[key], rtol=1e-4, err_msg=key)
@@ -259,7 +259,7 @@ def test_model_mode_matches_rescoring_its_predictions_file(fixtures, tmp_path):
 @pytest.mark.parametrize("image_size, batch, extra", [(64, 4, 0), (128, 4, 0), (64, 3, 1)])
 def test_training_evaluation_decodes_targets_to_zero_error(fixtures, tmp_path, image_size,
                                                           batch, extra):
-  """train.evaluate fed the pipeline's own 2.5D targets as predictions scores ~0 mm at any
+  """evaluation.runner.evaluate fed the pipeline's own 2.5D targets as predictions scores ~0 mm at any
   input size: depth is in 256 units whatever the crop size (a 128 px run once decoded it with
   the crop size and doubled every relative depth). Batch 3 pads the last batch of the 4 frames
   with all-zero rows, whose singular affine once crashed the evaluation; ``extra`` adds a fully
@@ -270,13 +270,10 @@ def test_training_evaluation_decodes_targets_to_zero_error(fixtures, tmp_path, i
   from configs import tiny  # pylint: disable=import-outside-toplevel
   from dfl_jax import parallel  # pylint: disable=import-outside-toplevel
   from dfl_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
-  from dfl_jax.training import loop  # pylint: disable=import-outside-toplevel
-  from dfl_jax.training.state import create_optimizer, create_train_state
-  from dfl_jax.training.step import make_train_step  # pylint: disable=import-outside-toplevel
-  from input_pipeline import dataset_build as build, pipeline  # pylint: disable=import-outside-toplevel
+  from input_pipeline import dataset_build, pipeline  # pylint: disable=import-outside-toplevel
   from conftest import build_official_tree  # pylint: disable=import-outside-toplevel
   root = build_official_tree(fixtures, tmp_path / "ih")
-  build.build(root, tmp_path / "tfds", splits=("test",), workers=2)
+  dataset_build.build(root, tmp_path / "tfds", splits=("test",), workers=2)
   config = tiny.get_config()
   config.data.source, config.data.data_dir = "interhand", str(tmp_path / "tfds")
   config.data.image_size = image_size

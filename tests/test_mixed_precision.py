@@ -119,8 +119,6 @@ def test_float16_train_step_skips_an_overflowing_step_and_halves_the_scale():
   import pathlib  # pylint: disable=import-outside-toplevel
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
   from dfl_jax import parallel  # pylint: disable=import-outside-toplevel
-  from dfl_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
-  from dfl_jax.training import loop  # pylint: disable=import-outside-toplevel
   from dfl_jax.training.state import create_optimizer, create_train_state
   from dfl_jax.training.step import make_train_step  # pylint: disable=import-outside-toplevel
   sys.path.insert(0, str(pathlib.Path(__file__).parent))

@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from input_pipeline import dataset_build as build, pipeline
+from input_pipeline import dataset_build, pipeline
 
 from conftest import build_official_tree
 
@@ -22,7 +22,7 @@ def data_dir(tmp_path_factory):
   grey = sorted((root / "images" / "test").rglob("image29590.jpg"))[0]
   cv2.imwrite(str(grey), cv2.imread(str(grey), cv2.IMREAD_GRAYSCALE))
   assert cv2.imread(str(grey), cv2.IMREAD_UNCHANGED).ndim == 2
-  build.build(root, tmp / "tfds", splits=("test",), workers=2)
+  dataset_build.build(root, tmp / "tfds", splits=("test",), workers=2)
   return tmp / "tfds"
 
 

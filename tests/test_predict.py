@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from dfl_jax.network import skeleton
+from dfl_jax import conventions
 from dfl_jax.serving import detector, inference, predict, visualize
 from input_pipeline import geometry, interhand
 import notebook_runs
@@ -241,7 +241,7 @@ def test_overlay_matches_the_json(predicted, demo_path):
   changed = np.argwhere(np.any(overlay != image, axis=-1))[:, ::-1].astype(np.float64)
   thickness, radius = visualize.stroke(max(DEMO_BOX[2:]))
   reach = np.full(len(changed), np.inf)
-  for child, parent in skeleton.BONES:
+  for child, parent in conventions.BONES:
     reach = np.minimum(reach, _distance_to_segment(changed, xy[child], xy[parent]))
   x, y, w, h = DEMO_BOX
   corners = np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64)

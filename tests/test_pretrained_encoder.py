@@ -12,7 +12,7 @@ from dfl_jax import workdir
 from dfl_jax.network import model
 from dfl_jax.training import checkpointing
 from dfl_jax.training.state import create_optimizer, create_train_state
-from dfl_jax.weights import encoder_export, encoder_file as pretrained_encoder
+from dfl_jax.weights import encoder_export, encoder_file
 
 
 def _config(**train_overrides):
@@ -55,8 +55,8 @@ def exported(tmp_path_factory):
 
 def test_export_then_encoder_init_copies_exactly_the_encoder(exported):
   state, path = exported
-  flat, meta = pretrained_encoder.load(path)
-  assert meta["step"] == 5 and meta["modules"] == list(pretrained_encoder.DEFAULT_MODULES)
+  flat, meta = encoder_file.load(path)
+  assert meta["step"] == 5 and meta["modules"] == list(encoder_file.DEFAULT_MODULES)
   assert {k.split("/")[1] for k in flat} == {"backbone", "fpn", "segmentation"}
   assert any(k.startswith("batch_stats/backbone/") for k in flat)  # BN statistics travel too
 
@@ -97,7 +97,7 @@ def test_ablation_without_segmentation_loads_backbone_and_fpn(exported):
 
 
 def test_abstract_state_with_an_encoder_file(exported):
-  """jax.eval_shape of the whole train state works with encoder_init set (restore targets)."""
+  """jax.eval_shape of the whole train state, encoder file merged, works (shapes only)."""
   _, path = exported
   config = _config(encoder_init=str(path))
   tx = create_optimizer(config, 1)
@@ -108,15 +108,15 @@ def test_abstract_state_with_an_encoder_file(exported):
 
 def test_missing_or_foreign_file_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="nothere.npz"):
-    pretrained_encoder.load(tmp_path / "nothere.npz")
+    encoder_file.load(tmp_path / "nothere.npz")
   bad = tmp_path / "bad.npz"
   bad.write_bytes(b"not a zip file")
   with pytest.raises(ValueError, match="bad.npz"):
-    pretrained_encoder.load(bad)
+    encoder_file.load(bad)
   foreign = tmp_path / "foreign.npz"
   np.savez(foreign, arr_0=np.zeros(3))
   with pytest.raises(ValueError, match="foreign.npz.*arr_0"):
-    pretrained_encoder.load(foreign)
+    encoder_file.load(foreign)
   assert encoder_export.main(["--workdir", str(tmp_path / "empty"),
                                   "--out", str(tmp_path / "x.npz")]) == 1
 

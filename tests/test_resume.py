@@ -42,18 +42,8 @@ def _committed(workdir, step):
 
 
 def _final_params(workdir, config):
-  from dfl_jax import parallel  # pylint: disable=import-outside-toplevel
-  from dfl_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
-  from dfl_jax.training import checkpointing, loop  # pylint: disable=import-outside-toplevel
-  from dfl_jax.training.state import create_optimizer, create_train_state
-  from dfl_jax.training.step import make_train_step  # pylint: disable=import-outside-toplevel
-  tx = create_optimizer(config, 1)
-  target = jax.eval_shape(lambda k: create_train_state(config, k, tx)[1],
-                          jax.random.key(0))
-  ckpt = checkpointing.Checkpointer(pathlib.Path(workdir) / "checkpoints")
-  step, state, _ = ckpt.restore_latest(target)
-  ckpt.close()
-  return step, state
+  from dfl_jax import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  return workdir_lib.restore_run(workdir, None, workdir_lib.abstract_train_state(config))
 
 
 def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path):

@@ -1,4 +1,4 @@
-"""dfl_jax.serving: weights cast and laid out once give the same outputs, bit for bit."""
+"""dfl_jax.serving.prepared: weights cast and laid out once give the same outputs, bit for bit."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dfl_jax.network import model as model_lib
-from dfl_jax.serving import prepared as serving
+from dfl_jax.serving import prepared
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def _paths(tree):
 def test_cast_targets_are_the_weights_the_model_only_casts(tiny_bf16):
   model, variables, images = tiny_bf16
   fn = lambda v, x: model.apply(v, x, train=False)
-  targets = _paths(serving.cast_targets(fn, variables, images))
+  targets = _paths(prepared.cast_targets(fn, variables, images))
   cast = {k for k, t in targets.items() if t is not None}
   assert all(targets[k] == jnp.bfloat16 for k in cast)
   # Convolution and Dense kernels are cast to bfloat16 for their matmuls...
@@ -42,18 +42,18 @@ def test_cast_targets_are_the_weights_the_model_only_casts(tiny_bf16):
   # A float32 model casts nothing.
   model32 = model.clone(dtype=jnp.float32)
   fn32 = lambda v, x: model32.apply(v, x, train=False)
-  assert all(t is None for t in _paths(serving.cast_targets(fn32, variables, images)).values())
+  assert all(t is None for t in _paths(prepared.cast_targets(fn32, variables, images)).values())
 
 
 @pytest.mark.parametrize("layouts", [False, True])
 def test_prepared_weights_give_identical_outputs(tiny_bf16, layouts):
   model, variables, images = tiny_bf16
   fn = lambda v, x: model.apply(v, x, train=False)
-  compiled, prepared = serving.compile_inference(fn, variables, images, layouts=layouts)
-  kinds = {jnp.dtype(x.dtype) for x in jax.tree.leaves(prepared["params"])}
+  compiled, ready = prepared.compile_inference(fn, variables, images, layouts=layouts)
+  kinds = {jnp.dtype(x.dtype) for x in jax.tree.leaves(ready["params"])}
   assert kinds == {jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float32)}
   want = jax.jit(fn)(variables, images)
-  got = compiled(prepared, images)
+  got = compiled(ready, images)
   for key in want:
     np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(want[key]), err_msg=key)
 

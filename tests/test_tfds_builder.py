@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from input_pipeline import dataset_build as build, interhand, tfds_builder
+from input_pipeline import dataset_build, interhand, tfds_builder
 
 from conftest import build_official_tree
 
@@ -21,7 +21,7 @@ def _read_back(data_dir, split="test"):
 
 def test_builder_output_read_back_equals_input(fixtures, tmp_path):
   root = build_official_tree(fixtures, tmp_path / "ih")
-  reports = build.build(root, tmp_path / "tfds", splits=("test",), workers=2)
+  reports = dataset_build.build(root, tmp_path / "tfds", splits=("test",), workers=2)
   assert reports["test"]["written"] == 4 and not reports["test"]["skipped"]
   assert not (tmp_path / "tfds" / "staging").exists()  # removed after preparing
   back = _read_back(tmp_path / "tfds")
@@ -53,7 +53,7 @@ def test_bad_images_are_counted_reported_and_skipped(fixtures, tmp_path):
   truncated.write_bytes(data[: len(data) // 2])
   corrupt.write_bytes(b"\xff\xd8" + b"\x00" * 500 + b"\xff\xd9")
   missing.unlink()
-  reports = build.build(root, tmp_path / "tfds", splits=("test",), workers=2)
+  reports = dataset_build.build(root, tmp_path / "tfds", splits=("test",), workers=2)
   reasons = " | ".join(s["reason"] for s in reports["test"]["skipped"])
   assert reports["test"]["written"] == 1 and len(reports["test"]["skipped"]) == 3
   assert "truncated" in reasons and "corrupt" in reasons and "not found" in reasons
@@ -85,11 +85,11 @@ def test_interrupted_staging_resumes(fixtures, tmp_path):
   reader = interhand.InterHandReader.from_root(root, "test")
   split_dir = tmp_path / "staging" / "test"
   with pytest.raises(_Interrupted):
-    build.stage_split(_InterruptingReader(reader, after=3), split_dir, workers=1, chunk_size=2)
+    dataset_build.stage_split(_InterruptingReader(reader, after=3), split_dir, workers=1, chunk_size=2)
   first = split_dir / "chunk-000000.tfrecord"
   assert first.exists() and not (split_dir / "chunk-000001.json").exists()
   stamp = first.stat().st_mtime_ns
-  result = build.stage_split(reader, split_dir, workers=1, chunk_size=2)
+  result = dataset_build.stage_split(reader, split_dir, workers=1, chunk_size=2)
   assert first.stat().st_mtime_ns == stamp  # the complete chunk was not redone
   assert result["written"] == 4 and (split_dir / "DONE").exists()
   builder = tfds_builder.InterHand26M(config="hm", data_dir=str(tmp_path / "tfds"),
@@ -101,10 +101,10 @@ def test_interrupted_staging_resumes(fixtures, tmp_path):
 def test_read_checked_jpeg_messages_name_the_file(tmp_path):
   good = tmp_path / "good.jpg"
   cv2.imwrite(str(good), np.zeros((10, 12, 3), np.uint8))
-  assert build.read_checked_jpeg(good, 12, 10) == good.read_bytes()
+  assert dataset_build.read_checked_jpeg(good, 12, 10) == good.read_bytes()
   with pytest.raises(ValueError, match="good.jpg.*10x12|good.jpg: image is 12x10"):
-    build.read_checked_jpeg(good, 10, 12)
+    dataset_build.read_checked_jpeg(good, 10, 12)
   text = tmp_path / "notes.jpg"
   text.write_text("hello")
   with pytest.raises(ValueError, match="notes.jpg: not a JPEG"):
-    build.read_checked_jpeg(text)
+    dataset_build.read_checked_jpeg(text)

@@ -87,7 +87,6 @@ def test_a_nan_loss_applies_no_update_and_stops_naming_the_step(tmp_path):
   import pytest  # pylint: disable=import-outside-toplevel
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=import-outside-toplevel
   from dfl_jax import parallel  # pylint: disable=import-outside-toplevel
-  from dfl_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
   from dfl_jax.training import checkpointing, loop  # pylint: disable=import-outside-toplevel
   from dfl_jax.training.state import create_optimizer, create_train_state
   from dfl_jax.training.step import make_train_step  # pylint: disable=import-outside-toplevel
@@ -116,10 +115,6 @@ def test_a_nan_loss_applies_no_update_and_stops_naming_the_step(tmp_path):
 def test_batch_size_must_divide_by_devices():
   import pytest  # pylint: disable=import-outside-toplevel
   from dfl_jax import parallel  # pylint: disable=import-outside-toplevel
-  from dfl_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
-  from dfl_jax.training import loop  # pylint: disable=import-outside-toplevel
-  from dfl_jax.training.state import create_optimizer, create_train_state
-  from dfl_jax.training.step import make_train_step  # pylint: disable=import-outside-toplevel
   parallel.check_batch_size(8, num_devices=4)
   with pytest.raises(ValueError, match=r"batch_size=6 .* 4 devices; choose a multiple of 4"):
     parallel.check_batch_size(6, num_devices=4)
@@ -130,13 +125,10 @@ def test_untrained_evaluation_and_a_failed_evaluation_keep_the_checkpoint(tmp_pa
   """train.eval_at_start evaluates the untrained model (step 0) before training; an evaluation
   that fails later still leaves that step's checkpoint and stops the run with the error (a
   split whose last batch was padded once crashed the evaluation and lost the checkpoint)."""
-  import jax  # pylint: disable=import-outside-toplevel
   from configs import tiny  # pylint: disable=import-outside-toplevel
-  from dfl_jax import parallel  # pylint: disable=import-outside-toplevel
+  from dfl_jax import workdir  # pylint: disable=import-outside-toplevel
   from dfl_jax.evaluation import runner  # pylint: disable=import-outside-toplevel
-  from dfl_jax.training import checkpointing, loop  # pylint: disable=import-outside-toplevel
-  from dfl_jax.training.state import create_optimizer, create_train_state
-  from dfl_jax.training.step import make_train_step  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training import loop  # pylint: disable=import-outside-toplevel
   config = tiny.get_config()
   config.data.synthetic_sizes = "train:8,val:2"
   config.data.image_size, config.train.batch_size, config.data.shuffle_buffer = 64, 4, 8
@@ -157,9 +149,5 @@ def test_untrained_evaluation_and_a_failed_evaluation_keep_the_checkpoint(tmp_pa
   else:
     raise AssertionError("the failed evaluation did not stop the run")
   assert calls == [0, 1]  # step 0 (untrained), then step 2
-  tx = create_optimizer(config, 1)
-  target = jax.eval_shape(lambda k: create_train_state(config, k, tx)[1], jax.random.key(0))
-  ckpt = checkpointing.Checkpointer(tmp_path / "checkpoints")
-  step, state, _ = ckpt.restore_latest(target)
-  ckpt.close()
+  step, state = workdir.restore_run(tmp_path, None, workdir.abstract_train_state(config))
   assert step == 2 and int(state.step) == 2

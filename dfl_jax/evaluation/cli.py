@@ -17,7 +17,7 @@ mode also writes ``predictions.json``, which predictions-file mode scores to the
 from absl import app, flags
 from ml_collections import config_flags
 
-from dfl_jax.evaluation import model_mode, predictions, report
+from dfl_jax.evaluation import predictions, report
 
 
 def define_flags():
@@ -41,8 +41,11 @@ def main(argv):
   if FLAGS.config is not None:
     if not FLAGS.workdir:
       raise app.UsageError("--config needs --workdir")
-    result = model_mode.evaluate_model(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint, FLAGS.split,
-                            FLAGS.out)
+    # Model mode only: it brings the network, TensorFlow and the data pipeline, which scoring a
+    # predictions file does not need.
+    from dfl_jax.evaluation import model_mode  # pylint: disable=import-outside-toplevel
+    result = model_mode.evaluate_model(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint,
+                                       FLAGS.split, FLAGS.out)
   else:
     if not FLAGS.predictions or not FLAGS.annotations:
       raise app.UsageError("give --predictions and --annotations (or --config and --workdir)")

@@ -29,8 +29,8 @@ All functions are NumPy, float64.
 
 import numpy as np
 
-from dfl_jax.conventions import (HAND_OF, HAND_TYPE_IDS, LEFT, LEFT_WRIST,  # noqa: F401
-                                 NUM_JOINTS, RIGHT, RIGHT_WRIST, ROOT_OF, depth_units_to_mm)
+from dfl_jax.conventions import (HAND_OF, HAND_TYPE_IDS, LEFT_WRIST, NUM_JOINTS, RIGHT_WRIST,
+                                 ROOT_OF, depth_units_to_mm)
 
 PROTOCOL = "interhand2.6m-official"
 PCK_THRESHOLDS_MM = np.linspace(0.0, 50.0, 51)

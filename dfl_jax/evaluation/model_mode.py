@@ -6,8 +6,9 @@
 Restores the latest checkpoint of ``DIR/checkpoints`` (or the step folder given as PATH, e.g.
 ``DIR/checkpoints/12000``), runs the network on every example of the split once and scores it
 with the official protocol (GT box and GT root depth; ``runner.evaluate``, docs/evaluation.md).
-Writes ``metrics.json``, ``pck.png`` and ``predictions.json`` (the predictions-file format, so the same
-numbers can be reproduced with ``--predictions``) into OUT (default ``DIR/eval/<split>_<step>``).
+Writes ``metrics.json``, ``pck.png`` and ``predictions.json`` (the predictions-file format, so the
+same numbers can be reproduced with ``--predictions``) into OUT (default
+``DIR/eval/<split>_<step>``).
 """
 
 import json

@@ -42,8 +42,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from dfl_jax.conventions import DEPTH_UNITS
-from dfl_jax.network import skeleton
+from dfl_jax.conventions import DEPTH_UNITS, NUM_JOINTS
 from dfl_jax.network.attention import DecoupledAttention, attention_maps
 from dfl_jax.network.spatial_position_refinement import SpatialPositionRefinement
 
@@ -110,7 +109,7 @@ class InitialAggregation(nn.Module):
   """
 
   relation: str = "appearance"
-  num_joints: int = skeleton.NUM_JOINTS
+  num_joints: int = NUM_JOINTS
 
   @nn.compact
   def __call__(self, f_a, f_p):
@@ -245,7 +244,7 @@ class FusedDecoder(nn.Module):
     _, scales = scale_schedule(len(f_a), self.num_iterations, self.multi_scale)
     proj = nn.Dense(self.width, dtype=self.dtype, name="input_proj")
     batch = f_a[0].shape[0]
-    j = self.param("queries", nn.initializers.normal(1.0), (skeleton.NUM_JOINTS, self.width),
+    j = self.param("queries", nn.initializers.normal(1.0), (NUM_JOINTS, self.width),
                    jnp.float32)
     j = jnp.broadcast_to(j.astype(self.dtype), (batch,) + j.shape)
     attn = {"jj": [], "ji": []}
@@ -295,9 +294,9 @@ class PooledRegressor(nn.Module):
     pooled = jnp.concatenate([x.mean(axis=(1, 2)) for x in f_a], axis=-1)
     h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="hidden")(pooled))
     scale = jnp.asarray([input_hw[1], input_hw[0], DEPTH_UNITS], jnp.float32)
-    joints = (nn.Dense(skeleton.NUM_JOINTS * 3, dtype=jnp.float32, kernel_init=HEAD_INIT,
+    joints = (nn.Dense(NUM_JOINTS * 3, dtype=jnp.float32, kernel_init=HEAD_INIT,
                        name="head_final")(
-        h.astype(jnp.float32)).reshape(-1, skeleton.NUM_JOINTS, 3) + 0.5) * scale
+        h.astype(jnp.float32)).reshape(-1, NUM_JOINTS, 3) + 0.5) * scale
     out = {"joints": joints, "joints_iterations": _stack([], joints), "pooled_features": h}
     if return_attention:
       out["attention"] = {"jj": [], "ji": []}

@@ -33,8 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dfl_jax.conventions import DEPTH_UNITS
-from dfl_jax.network import skeleton
+from dfl_jax.conventions import DEPTH_UNITS, LEFT, RIGHT
 from dfl_jax.network.decoder import HEAD_INIT, DecoupledDecoder, FusedDecoder, PooledRegressor
 from dfl_jax.network.fpn import FPN
 from dfl_jax.network.part_segmentation import (NUM_PART_CLASSES, PartSegmentationHead,
@@ -58,8 +57,8 @@ class HandHeads(nn.Module):
   @nn.compact
   def __call__(self, features):
     if features.ndim == 3:  # [B, 42, C] joint features -> per-hand means
-      features = jnp.concatenate([features[:, skeleton.RIGHT].mean(1),
-                                  features[:, skeleton.LEFT].mean(1)], axis=-1)
+      features = jnp.concatenate([features[:, RIGHT].mean(1),
+                                  features[:, LEFT].mean(1)], axis=-1)
     h = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name="hidden")(features))
     h = h.astype(jnp.float32)
     presence = nn.Dense(2, dtype=jnp.float32, name="presence")(h)

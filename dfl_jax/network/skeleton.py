@@ -1,13 +1,12 @@
 """The 42-joint two-hand skeleton graph in InterHand2.6M order (docs/coordinates.md).
 
-The joint order and the bones live in ``dfl_jax.conventions`` (re-exported here); this module
-adds the graph that the spatial position refinement (Sec. 3.3.4) convolves over.
+The joint order and the bones live in ``dfl_jax.conventions``; this module adds the graph that
+the spatial position refinement (Sec. 3.3.4) convolves over.
 """
 
 import numpy as np
 
-from dfl_jax.conventions import (BONES, FLIP_PERMUTATION, LEFT, LEFT_WRIST,  # noqa: F401
-                                 NUM_JOINTS, NUM_JOINTS_PER_HAND, RIGHT, RIGHT_WRIST, hand_bones)
+from dfl_jax.conventions import BONES, LEFT_WRIST, NUM_JOINTS, RIGHT_WRIST
 
 
 def adjacency(connect_wrists: bool = True) -> np.ndarray:

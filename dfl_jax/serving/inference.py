@@ -53,7 +53,6 @@ from input_pipeline import geometry
 DEFAULT_ROOT_DEPTH_MM = 500.0
 CUT_ABOVE = 8192  # images with a longer side are cut around the crop before the warp
 HANDS = conventions.HANDS
-WRISTS = conventions.WRISTS
 
 
 @dataclasses.dataclass

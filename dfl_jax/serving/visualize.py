@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from dfl_jax.conventions import BONES, HAND_SLICES
+from dfl_jax.conventions import BONES, HAND_SLICES, NUM_JOINTS
 
 HAND_COLOURS = {"right": (230, 60, 40), "left": (30, 120, 235)}  # RGB
 BOX_COLOUR = (200, 200, 200)
@@ -58,11 +58,11 @@ def draw_skeleton(image, joints_xy, hands=("right", "left"), box=None):
                   _SHIFT)
   for hand in hands:
     for child, parent in BONES:
-      if child in range(42)[HAND_SLICES[hand]]:
+      if child in range(NUM_JOINTS)[HAND_SLICES[hand]]:
         cv2.line(out, _point(joints_xy[child]), _point(joints_xy[parent]),
                  HAND_COLOURS[hand], thickness, cv2.LINE_AA, _SHIFT)
   for hand in hands:
-    for j in range(42)[HAND_SLICES[hand]]:
+    for j in range(NUM_JOINTS)[HAND_SLICES[hand]]:
       cv2.circle(out, _point(joints_xy[j]), radius << _SHIFT, HAND_COLOURS[hand], -1,
                  cv2.LINE_8, _SHIFT)
   return out
@@ -89,7 +89,7 @@ def plot_3d(joints_mm, hands=("right", "left"), title=None):
   for hand in hands:
     colour = np.asarray(HAND_COLOURS[hand]) / 255.0
     for child, parent in BONES:
-      if child in range(42)[HAND_SLICES[hand]]:
+      if child in range(NUM_JOINTS)[HAND_SLICES[hand]]:
         x, z, y = to_plot(joints[[child, parent]])
         ax.plot(x, z, y, color=colour, lw=2)
     x, z, y = to_plot(joints[HAND_SLICES[hand]])

@@ -229,6 +229,7 @@ def compile_for_target(config, target: dict, batches=(1,), train_batches=(),
   """
   devices = target_devices(target, num_devices)
   options = COMPILER_OPTIONS[target["platform"]]
+  config = workdir.restore_config(config)  # a copy (the attention choice is written into it)
   dtype = config.model.get("dtype", "float32")
   requested = config.model.get("attention_implementation", "auto")
   impl = attention.resolve_implementation(requested, DTYPES[dtype], devices[0])

@@ -33,11 +33,11 @@ from importlib import metadata
 
 from absl import app, flags
 import jax
-import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
 from dfl_jax import parallel
+from dfl_jax.conventions import DEPTH_UNITS, NUM_JOINTS
 from dfl_jax.network.model import init_variables
 from dfl_jax.serving import prepared
 from dfl_jax.training.state import create_optimizer, create_train_state
@@ -218,15 +218,15 @@ def bench_inference(model, variables, batch: int, size: int, warmup: int, iters:
 def synthetic_train_batch(batch: int, size: int, seed: int = 0) -> dict:
   """A training batch with the pipeline's keys, shapes and dtypes (random content)."""
   r = np.random.RandomState(seed)
-  joints = np.concatenate([r.uniform(4, size - 4, (batch, 42, 2)),
-                           r.uniform(100, 156, (batch, 42, 1))], -1).astype(np.float32)
+  joints = np.concatenate([r.uniform(4, size - 4, (batch, NUM_JOINTS, 2)),
+                           r.uniform(100, 156, (batch, NUM_JOINTS, 1))], -1).astype(np.float32)
   return {"images": random_images(batch, size, seed), "joints": joints,
-          "joint_valid": np.ones((batch, 42), np.float32),
+          "joint_valid": np.ones((batch, NUM_JOINTS), np.float32),
           "segmentation": r.randint(0, 33, (batch, size // 4, size // 4)).astype(np.int32),
           "segmentation_valid": np.ones(batch, np.float32),
           "hand_presence": np.ones((batch, 2), np.float32),
           "hand_presence_valid": np.ones(batch, np.float32),
-          "rel_root_depth": np.full(batch, 128.0, np.float32),
+          "rel_root_depth": np.full(batch, DEPTH_UNITS / 2, np.float32),
           "rel_root_depth_valid": np.ones(batch, np.float32)}
 
 
@@ -235,7 +235,8 @@ def bench_train(config, batch: int, warmup: int, iters: int, peak=None):
   parallel.check_batch_size(batch)
   mesh = parallel.make_mesh()
   tx = create_optimizer(config, steps_per_epoch=1000)
-  model, state = create_train_state(config, jax.random.key(0), tx)
+  # No weight file is read: the figures do not depend on the weights' values.
+  model, state = create_train_state(config, jax.random.key(0), tx, weight_files=False)
   state = jax.device_put(state, parallel.replicated(mesh))
   data = parallel.to_global(synthetic_train_batch(batch, config.data.image_size), mesh,
                             TRAIN_KEYS)

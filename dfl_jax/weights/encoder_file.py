@@ -17,7 +17,7 @@ another model size fails loudly with the file and the keys named.
 
 The shipped ``dfl_jax/assets/tiny_encoder_synthetic.npz`` (configs/tiny.py) was made this way:
 ``configs/tiny_encoder_pretrain.py`` trains the tiny encoder on part segmentation of a synthetic
-set rendered with another seed than the quickstart's, then this module exports it.
+set rendered with another seed than the quickstart's, then ``encoder_export.py`` writes it.
 """
 
 import json
