@@ -23,7 +23,7 @@ import pathlib
 import jax
 import ml_collections
 
-from dfl_jax.network.model import resolve_trainable_bn
+from dfl_jax.network.model import model_for
 from dfl_jax.training import checkpointing
 from dfl_jax.training.state import create_optimizer, create_train_state
 
@@ -67,8 +67,7 @@ def restore_config(config) -> ml_collections.ConfigDict:
   rebuilds the trained network. The weight-file paths stay as the record of how the run began;
   nothing that restores reads them."""
   config = ml_collections.ConfigDict(config.to_dict())
-  pretrained = bool(config.get("train", {}).get("backbone_init", ""))
-  config.model.trainable_bn = resolve_trainable_bn(config.model.get("trainable_bn"), pretrained)
+  config.model.trainable_bn = model_for(config).trainable_bn  # the network's own rule
   return config
 
 
