@@ -43,6 +43,7 @@ setup(
         "tensorboard",  # clu's TensorBoard writer
         "numpy>=1.26",
         "opencv-python-headless>=4.9",
+        "scikit-image>=0.22",  # marching cubes of the synthetic hands' shapes
         "safetensors>=0.4",
         "tensorflow-cpu>=2.16; platform_machine=='x86_64'",
         "tensorflow>=2.16; platform_machine!='x86_64'",

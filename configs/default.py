@@ -65,10 +65,13 @@ def get_config() -> ml_collections.ConfigDict:
       eval_split="test",
       shuffle_buffer=4096,
       augment=True,
+      depth=False,                    # batches carry the depth map (data that has one)
       # source='synthetic': rendered into the workdir on first use
       # (input_pipeline/synthetic_render.py).
       synthetic_sizes="train:2000,val:200,test:200",
       synthetic_seed=0,
+      synthetic_style="studio",       # 'studio' | 'wild'
+      synthetic_gesture_fraction=0.5,  # share of frames posed as gestures and interactions
   ))
 
   # Training (paper Sec. 4.2). batch_size is always the global batch.

@@ -44,6 +44,28 @@ def read_checked_jpeg(path, width=None, height=None) -> bytes:
   return data
 
 
+PNG_DTYPES = {"depth": np.uint16, "parts": np.uint8}
+
+
+def read_checked_png(path, kind, width, height) -> bytes:
+  """The bytes of a depth (uint16) or parts (uint8) PNG after a strict decode; ValueError
+  naming the file otherwise."""
+  path = pathlib.Path(path)
+  data = path.read_bytes() if path.is_file() else b""
+  image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+  if image is None:
+    raise ValueError(f"{path}: {kind} PNG missing or corrupt")
+  if image.dtype != PNG_DTYPES[kind] or image.ndim != 2:
+    raise ValueError(f"{path}: {kind} PNG is {image.dtype} with shape {image.shape}, expected "
+                     f"one channel of {np.dtype(PNG_DTYPES[kind]).name}")
+  if image.shape != (height, width):
+    raise ValueError(f"{path}: {kind} map is {image.shape[1]}x{image.shape[0]}, annotation says "
+                     f"{width}x{height}")
+  if kind == "parts" and image.max() > 32:
+    raise ValueError(f"{path}: part label {image.max()} outside 0..32")
+  return data
+
+
 class Progress:
   """One line of progress on stderr, at most once a second."""
 
@@ -87,8 +109,11 @@ def stage_split(reader, split_dir, workers=8, chunk_size=tfds_builder.CHUNK_SIZE
       else:
         def check(rec):
           try:
-            return rec, read_checked_jpeg(rec["image_path"], rec["image_width"],
-                                          rec["image_height"]), None
+            data = read_checked_jpeg(rec["image_path"], rec["image_width"], rec["image_height"])
+            extra = {k: read_checked_png(rec[f"{k}_path"], k, rec["image_width"],
+                                         rec["image_height"])
+                     for k in PNG_DTYPES if rec.get(f"{k}_path")}
+            return rec, (data, extra), None
           except ValueError as e:
             return rec, None, str(e)
         report = {"written": 0, "skipped": []}
@@ -96,7 +121,7 @@ def stage_split(reader, split_dir, workers=8, chunk_size=tfds_builder.CHUNK_SIZE
         with tf.io.TFRecordWriter(tmp) as writer:
           for rec, data, error in pool.map(check, chunk):
             if error is None:
-              writer.write(tfds_builder.encode_staged(rec, data))
+              writer.write(tfds_builder.encode_staged(rec, *data))
               report["written"] += 1
             else:
               logging.warning("skipping annotation %s: %s", rec["annotation_id"], error)

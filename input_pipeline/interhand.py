@@ -19,6 +19,8 @@ pipeline use), computed as the official loader does (facebookresearch/InterHand2
 - ``crop_box = process_bbox(bbox)``: pad to 1:1 about the centre, enlarge 1.25x.
 
 Record fields: annotation_id, image_id, file_name (as in the JSON), image_path (absolute),
+depth_path and parts_path (the synthetic world's ``ROOT/{depth,parts}/{split}/<file_name with
+.png>`` when such a file exists beside the official layout, else ''),
 image_width, image_height, capture, subject (-1 if absent), seq_name, camera, frame_idx,
 hand_type ('right' | 'left' | 'interacting'), hand_type_valid float32, bbox float32[4] (xywh
 as in the JSON), crop_box float32[4] (xywh), joint_world float32[42, 3] mm, joint_cam
@@ -366,6 +368,8 @@ class InterHandReader:
         "image_id": image_id,
         "file_name": file_name,
         "image_path": image_path,
+        "depth_path": self._companion(file_name, "depth"),
+        "parts_path": self._companion(file_name, "parts"),
         "image_width": width,
         "image_height": height,
         "capture": capture,
@@ -386,6 +390,14 @@ class InterHandReader:
         "campos": cam["campos"].astype(f32),
         "camrot": cam["camrot"].astype(f32),
     }
+
+  def _companion(self, file_name, kind):
+    """ROOT/kind/split/<file_name with .png> if image_dir is ROOT/images/split and it exists."""
+    images = pathlib.Path(self.image_dir)
+    if images.parent.name != "images":
+      return ""
+    path = images.parent.parent / kind / images.name / (os.path.splitext(file_name)[0] + ".png")
+    return str(path) if path.is_file() else ""
 
   def _camera(self, capture, camera):
     """The camera of (capture, camera) as float64 arrays; cameras[capture][key][camera]."""

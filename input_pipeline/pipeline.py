@@ -5,7 +5,10 @@
 Training: this process's shard of the split (``tfds.even_splits`` by process), file and example
 shuffling, parallel JPEG decoding, crop and affine warp to the input size with InterNet's
 augmentation (``transforms.py``), 2.5D targets in the 256^3 space, validity after augmentation,
-pseudo part segmentation at the segmentation head's resolution (input / 4), batched as
+part segmentation at the segmentation head's resolution (input / 4): the exact part labels
+where the data has them (the synthetic world), else the pseudo segmentation drawn from the
+joints (real InterHand2.6M); with ``config.data.depth`` the depth map too, through the same crop,
+warp and flip as the image (nearest neighbour, mm, 0 where none). Batched as
 host-local NumPy dicts. Deterministic for ``config.seed``: augmentation draws come from
 stateless RNGs seeded per example, and every stage keeps its order.
 
@@ -18,10 +21,12 @@ Batch keys (B = per-process batch, S = image size):
   rel_root_depth_valid [B]; mask [B]; and for evaluation and inference: annotation_id [B],
   affine [B,3,3] (image -> crop), joint_cam [B,42,3] mm, joint_valid_ann [B,42] (the
   annotation's validity, used by the official metrics), focal [B,2], princpt [B,2],
-  hand_type [B] (0 right, 1 left, 2 interacting).
+  hand_type [B] (0 right, 1 left, 2 interacting); with config.data.depth: depth float32
+  [B,S,S] mm and depth_valid [B].
 """
 
 import cv2
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -41,7 +46,33 @@ def _filter_frames(frames):
   return None
 
 
-def preprocess(example, seed, image_size, augment):
+# Part labels of the mirrored image: the two hands' classes swap (1..16 <-> 17..32).
+FLIP_CLASSES = np.concatenate([[0], np.arange(17, 33), np.arange(1, 17)]).astype(np.int32)
+
+
+def _warp_nearest_cv2(image, matrix, out_size):
+  return cv2.warpAffine(image, matrix[:2], (int(out_size), int(out_size)),
+                        flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def warp_nearest(image, matrix, out_size, dtype):
+  """A one-channel map [H, W] warped by the 3x3 image->output affine, nearest neighbour."""
+  out = tf.numpy_function(_warp_nearest_cv2, [image, tf.cast(matrix, tf.float32), out_size],
+                          dtype, stateful=False)
+  return tf.ensure_shape(out, [out_size, out_size])
+
+
+def exact_segmentation(parts_png, affine, flip, seg_size):
+  """Exact part labels (PNG bytes, image resolution) -> int32 [seg_size, seg_size] labels of the
+  crop: sampled at each segmentation cell's centre, the hands' classes swapped when flipped."""
+  labels = tf.io.decode_png(parts_png, channels=1, dtype=tf.uint8)[..., 0]
+  k = 1.0 / SEG_STRIDE   # crop pixel q -> segmentation cell (q + 0.5) / stride - 0.5
+  to_seg = tf.constant([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5], [0.0, 0.0, 1.0]])
+  seg = tf.cast(warp_nearest(labels, to_seg @ affine, seg_size, tf.uint8), tf.int32)
+  return tf.where(flip, tf.gather(FLIP_CLASSES, seg), seg)
+
+
+def preprocess(example, seed, image_size, augment, depth=False):
   """Decoded TFDS example (image as JPEG bytes) -> one training/evaluation example."""
   aug = transforms.sample_augmentation(seed) if augment else transforms.no_augmentation()
   targets = transforms.make_targets(example, aug, image_size)
@@ -50,14 +81,24 @@ def preprocess(example, seed, image_size, augment):
   seg_size = image_size // SEG_STRIDE
   seg_xy = (targets["joints"][:, :2] + 0.5) / SEG_STRIDE - 0.5
   radius = transforms.capsule_radius(example, aug, image_size, SEG_STRIDE)
-  segmentation = pseudo_segmentation.render(
-      seg_xy, targets["joint_depth_mm"], targets["joint_valid"], radius, (seg_size, seg_size))
-  return {
+
+  def pseudo():
+    return pseudo_segmentation.render(seg_xy, targets["joint_depth_mm"], targets["joint_valid"],
+                                      radius, (seg_size, seg_size))
+
+  parts = example.get("parts", tf.constant(b""))
+  has_parts = tf.strings.length(parts) > 0
+  segmentation = tf.cond(
+      has_parts, lambda: exact_segmentation(parts, targets["affine"], aug["flip"], seg_size),
+      pseudo)
+  segmentation_valid = tf.where(
+      has_parts, 1.0, tf.cast(tf.reduce_any(targets["joint_valid"] > 0), tf.float32))
+  out = {
       "images": crop,
       "joints": targets["joints"],
       "joint_valid": targets["joint_valid"],
       "segmentation": segmentation,
-      "segmentation_valid": tf.cast(tf.reduce_any(targets["joint_valid"] > 0), tf.float32),
+      "segmentation_valid": segmentation_valid,
       "hand_presence": targets["hand_presence"],
       "hand_presence_valid": targets["hand_presence_valid"],
       "rel_root_depth": targets["rel_root_depth"],
@@ -71,6 +112,18 @@ def preprocess(example, seed, image_size, augment):
       "princpt": tf.cast(example["princpt"], tf.float32),
       "hand_type": tf.cast(example["hand_type"], tf.int32),
   }
+  if depth:
+    depth_png = example.get("depth", tf.constant(b""))
+    has_depth = tf.strings.length(depth_png) > 0
+
+    def warped_depth():
+      mm = tf.io.decode_png(depth_png, channels=1, dtype=tf.uint16)[..., 0]
+      return tf.cast(warp_nearest(mm, targets["affine"], image_size, tf.uint16), tf.float32)
+
+    out["depth"] = tf.cond(has_depth, warped_depth,
+                           lambda: tf.zeros([image_size, image_size], tf.float32))
+    out["depth_valid"] = tf.cast(has_depth, tf.float32)
+  return out
 
 
 def _builder(data_cfg):
@@ -115,7 +168,9 @@ def train_dataset(data_cfg, batch_size, seed, process_index=0, process_count=1,
   if start_step:  # before the map: skipped examples are neither decoded nor augmented
     ds = ds.skip(start_step * batch_size)
   size = data_cfg.image_size
-  ds = ds.map(lambda ex, s: preprocess(ex, s, size, augment=data_cfg.get("augment", True)),
+  depth = data_cfg.get("depth", False)
+  ds = ds.map(lambda ex, s: preprocess(ex, s, size, augment=data_cfg.get("augment", True),
+                                       depth=depth),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size, drop_remainder=True)
   return _options(ds.prefetch(tf.data.AUTOTUNE), threads)
@@ -146,7 +201,9 @@ def eval_dataset(data_cfg, batch_size, split=None, process_index=0, process_coun
   if keep is not None:
     ds = ds.filter(keep)
   size = data_cfg.image_size
-  ds = ds.map(lambda ex: preprocess(ex, tf.zeros([2], tf.int64), size, augment=False),
+  depth = data_cfg.get("depth", False)
+  ds = ds.map(lambda ex: preprocess(ex, tf.zeros([2], tf.int64), size, augment=False,
+                                    depth=depth),
               num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(batch_size).map(lambda b: _pad_batch(b, batch_size))
   if num_batches is not None:

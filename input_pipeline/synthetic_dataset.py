@@ -37,7 +37,10 @@ def ensure(config, workdir) -> pathlib.Path:
   if jax.process_index() == 0 and not builder.is_prepared():
     done = raw / "RENDERED"
     if not done.exists():
-      synthetic_render.generate_splits(raw, sizes, seed=config.data.get("synthetic_seed", 0))
+      synthetic_render.generate_splits(
+          raw, sizes, seed=config.data.get("synthetic_seed", 0),
+          style=config.data.get("synthetic_style", "studio"),
+          gesture_fraction=config.data.get("synthetic_gesture_fraction", 0.5))
       done.write_text(",".join(f"{k}:{v}" for k, v in sizes.items()))
     dataset_build.build(raw, data_dir, splits=tuple(sizes), annotation=annotation)
   if jax.process_count() > 1:

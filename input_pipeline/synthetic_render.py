@@ -1,40 +1,49 @@
-"""Synthetic mini-InterHand: rendered articulated hands in the official InterHand2.6M v1.0 layout.
+"""Synthetic mini-InterHand in 3-D: rendered two-hand solids in the official InterHand2.6M layout.
 
 The project's embedded default dataset (nothing is downloaded). It writes exactly what the real
-data's reader expects (docs/coordinates.md; the genuine fixture frames for the schema):
+data's reader expects (docs/coordinates.md; the genuine fixture frames for the schema), and
+beside it what real data lacks:
 
   DIR/annotations/{split}/InterHand2.6M_{split}_data.json      images, annotations
   DIR/annotations/{split}/InterHand2.6M_{split}_camera.json    capture -> campos/camrot/...
   DIR/annotations/{split}/InterHand2.6M_{split}_joint_3d.json  capture -> frame_idx -> ...
   DIR/images/{split}/Capture{c}/{seq_name}/cam{camera}/image{frame_idx}.jpg
+  DIR/depth/{split}/<file_name with .png>   uint16 camera depth (mm) of the nearest surface, 0 none
+  DIR/parts/{split}/<file_name with .png>   uint8 exact part labels (0 background, 1-16 right,
+                                            17-32 left, the pseudo segmentation's classes)
+  DIR/shapes/{split}/Capture{c}/frame{frame_idx}.npz   each hand's solid (world mm;
+                                            input_pipeline/hand_shape.py: mesh, inside test,
+                                            occupancy samples)
 
     python -m input_pipeline.synthetic --out DIR --num_images 2000 --seed 0 [--split train]
-    python -m input_pipeline.synthetic --out DIR --splits train:2000,val:200,test:200 --seed 0
+    python -m input_pipeline.synthetic --out DIR --splits train:2000,val:200 --style wild
 
 Scene model (our choices, written down here):
-- Hand: kinematic tree in a right-hand local frame (mm; x radial towards the thumb, y wrist to
-  middle MCP, z palmar). Finger bases and phalanx lengths are the mean of the genuine fixture
-  hands (InterHand's own joint positions; e.g. index 41/25/22 mm, thumb CMC-MCP 37 mm), scaled
-  per subject by U(0.85, 1.15). Joint limits in ``LIMITS_DEG``; the left hand mirrors x.
-- Frames: 50% interacting (wrists 40-150 mm apart, independent random rotations, joints of the
-  two hands kept >= 15 mm apart), 25% right, 25% left. One subject per capture. Each frame (one
-  ``joint_3d`` entry) is seen by ``views_per_frame`` cameras of its capture's rig, as in
-  InterHand, so images of one frame share ``capture`` and ``frame_idx``.
-- Cameras: 334x512 (70%) or 512x334, f ~ U(1200, 1300) px, principal point near the centre,
-  800-1150 mm from the capture's workspace centre (which sits ~1 m from the world origin, as in
-  InterHand's world frame); 15% grey cameras. A view is used only when every present hand's
-  wrist projects inside the image and at most ``MAX_OUT_OF_IMAGE`` joints fall outside; those get
-  joint_valid 0 in ``data.json`` (``joint_3d``'s joint_valid says which hands exist).
-- Absent hand: world_coord [1, 1, 1] and joint_valid 0/False, as the real single-hand frames.
-- Rendering: shaded capsules per phalanx, a palm polygon, an optional forearm (sometimes
-  sleeved), painted far to near by mean depth so the nearer hand occludes; skin tone per subject;
-  backgrounds from gradients, low-frequency noise, shapes and stripes (or dark studio-like).
+- Hands: the kinematic hand of ``hand_model`` (fixture-mean bones, per-subject scale) as a 3-D
+  solid of round cones and thick triangles (``hand_shape``): phalanges, metacarpals in a palm
+  fan, a thenar bulge, a thumb web, an optional forearm (sometimes sleeved; not part of the hand's
+  shape, label 0). Joints lie on the bones' axes, so each lies inside its own hand.
+- Poses (``gestures``): ``gesture_fraction`` of the frames (default 0.5) use common gestures
+  (fist, pinch, point, open, ...) and interactions (pray, fingertips, clasp, hold) with noise, the
+  rest poses drawn within the joint limits and hands placed at random. Two hands that
+  interpenetrate by more than ``MAX_PENETRATION_MM`` (exact inside test) are pushed apart along
+  the line between them, or the frame is drawn again.
+- Frames: 50% interacting, 25% right, 25% left; one subject per capture; each frame seen by
+  ``views_per_frame`` cameras of its capture's rig (``synthetic_style.RIGS``), as in InterHand.
+- Rendering: ray casting of the solids through every pixel centre (exact analytic hits; no
+  rasteriser, no GPU): the nearest surface gives the pixel's depth, part and normal, so depth and
+  labels have true occlusion. Shading: Lambert with wrap and ambient, Blinn-Phong highlights; the
+  palm side lighter and pinker with palm creases, the back darker and speckled with knuckle
+  wrinkles, finger creases, fingernails on the back of the fingertips; no cast shadows, one ray
+  per pixel (no anti-aliasing beyond the camera blur).
+- Styles (``--style``, ``synthetic_style``): 'studio' (InterHand-like: dark background, soft
+  frontal light, 8-camera rig, some grey cameras) or 'wild' (textured backgrounds, colour casts,
+  hard light, blur, noise, JPEG artefacts).
 - Deterministic: geometry comes from one generator seeded by (seed, split); each image's
   appearance from (seed, split, image id), so the worker count never changes a byte.
 """
 
 import argparse
-import functools
 import json
 import math
 import multiprocessing
@@ -48,131 +57,98 @@ import cv2
 import numpy as np
 
 from dfl_jax import conventions
+from input_pipeline import gestures, hand_model, hand_shape, synthetic_style
 
-# ------------------------------------------------------------------------------- hand model
-
-# Right-hand local frame (mm): x radial (towards the thumb), y wrist -> middle MCP, z palmar.
-# Bases: thumb CMC, index/middle/ring/pinky MCP (mean of the genuine fixture hands).
-BASES = np.array([[21., 22., 20.], [24., 82., 7.], [0., 85., 0.], [-22., 78., 1.],
-                  [-40., 66., 5.]])
-# Phalanx lengths per finger from the base out (mm): thumb metacarpal, proximal, distal;
-# fingers proximal, middle, distal.
-PHALANGES = np.array([[37., 31., 27.], [41., 25., 22.], [44., 29., 22.], [40., 27., 22.],
-                      [31., 19.5, 19.]])
-# Capsule radii (mm) at each finger's joints, InterHand order: tip, 2nd, 3rd, base.
-RADII = np.array([[8.0, 9.0, 10.0, 12.0], [7.0, 8.0, 8.8, 9.8], [7.2, 8.2, 9.0, 10.0],
-                  [6.8, 7.8, 8.6, 9.4], [6.0, 7.0, 7.6, 8.4]])
-FINGER_SPLAY_DEG = np.array([0., 6., 0., -6., -12.])   # rest direction, + towards the thumb
-SPREAD_DIRECTION = np.array([0., 1., 0.2, -0.6, -1.])   # how abduction spreads the fingers
-# Joint limits (degrees) per finger row (thumb, index, middle, ring, pinky) and column
-# (base flexion, base abduction, 2nd-joint flexion, 3rd-joint flexion): fingers MCP, MCP, PIP,
-# DIP; thumb CMC, CMC, MCP, IP. Flexion is positive towards the palm.
-LIMITS_DEG = np.array([
-    [[-15., 40.], [-20., 25.], [-10., 60.], [-15., 80.]],
-    *[[[-20., 90.], [-20., 20.], [0., 110.], [0., 80.]]] * 4,
-])
-HAND_SCALE_RANGE = (0.85, 1.15)
 HAND_TYPES = ("interacting", "right", "left")
 PLACEHOLDER = 1.0      # world_coord of absent joints, as in the real data
 MAX_OUT_OF_IMAGE = 3   # joints of one view allowed outside the image (they become invalid)
 BBOX_ENLARGE = 1.2
+MAX_PENETRATION_MM = 1.5
+HAND_SCALE_RANGE = hand_model.HAND_SCALE_RANGE
+# Kept under their old names for callers of the 2-D renderer.
+PHALANGES, LIMITS_DEG, BASE_FRAMES = hand_model.PHALANGES, hand_model.LIMITS_DEG, hand_model.BASE_FRAMES
+bone_lengths, hand_joints, sample_angles = (hand_model.bone_lengths, hand_model.hand_joints,
+                                            hand_model.sample_angles)
+_normalize, _rot = hand_model.normalize, hand_model.rotation
 
 
-def _rot(axis, angle):
-  """Rotation matrices [..., 3, 3] about a coordinate axis by ``angle`` (radians)."""
-  c, s = np.cos(angle), np.sin(angle)
-  o, z = np.ones_like(c), np.zeros_like(c)
-  m = {0: [[o, z, z], [z, c, -s], [z, s, c]],
-       1: [[c, z, s], [z, o, z], [-s, z, c]],
-       2: [[c, -s, z], [s, c, z], [z, z, o]]}[axis]
-  return np.moveaxis(np.array(m, dtype=np.float64), (0, 1), (-2, -1))
+def companion_path(root, split, file_name, kind):
+  """``root/kind/split/<file_name with .png>``: where depth and parts of an image live."""
+  return pathlib.Path(root) / kind / split / (os.path.splitext(file_name)[0] + ".png")
 
 
-def _normalize(v):
-  return v / np.linalg.norm(v, axis=-1, keepdims=True)
+def shape_path(root, split, capture, frame_idx):
+  return pathlib.Path(root) / "shapes" / split / f"Capture{capture}" / f"frame{frame_idx}.npz"
 
 
-def _base_frames():
-  """[5, 3, 3] rest frames (columns x, y, z) of the five digits in the local hand frame."""
-  frames = _rot(2, -np.radians(FINGER_SPLAY_DEG))
-  y = _normalize(np.array([0.55, 0.75, 0.35]))            # thumb metacarpal direction
-  z = _normalize(np.array([-1.0, 0.0, 0.6]) - np.dot([-1.0, 0.0, 0.6], y) * y)  # thumb flexes
-  frames[0] = np.stack([np.cross(y, z), y, z], axis=1)    # across the palm, nail pronated
-  return frames
+# ------------------------------------------------------------------------------------ frames
+
+def _forearm(rng):
+  if rng.random() >= 0.85:
+    return None
+  return (rng.uniform(120.0, 320.0), rng.uniform(0.2, 0.5) if rng.random() < 0.5 else None)
 
 
-BASE_FRAMES = _base_frames()
+def _place(angles, scale, left, rot, shift, forearm):
+  solid, joints = hand_shape.hand_solid(angles, scale, left, forearm)
+  return solid.transformed(rot, shift), joints @ np.asarray(rot).T + shift
 
 
-def bone_lengths(scale=1.0):
-  """[20] bone lengths (mm) of one hand in ``conventions.hand_bones()`` order."""
-  per = np.concatenate([PHALANGES[:, ::-1], np.linalg.norm(BASES, axis=1, keepdims=True)], 1)
-  return scale * per.reshape(20)
+def _separate(right, left, scale):
+  """Pushes the left solid (and joints) away from the right one until neither reaches into the
+  other more than MAX_PENETRATION_MM. Returns (left solid, left joints) or None."""
+  solid_l, joints_l = left
+  solid_r, joints_r = right
+  direction = hand_model.normalize(joints_l.mean(0) - joints_r.mean(0))
+  for _ in range(12):
+    depth = max(hand_shape.penetration(solid_r, solid_l), hand_shape.penetration(solid_l, solid_r))
+    if depth <= MAX_PENETRATION_MM:
+      return solid_l, joints_l
+    step = direction * (depth + 0.5 * scale)   # at most this far apart along the line
+    solid_l = solid_l.transformed(np.eye(3), step)
+    joints_l = joints_l + step
+  return None
 
 
-def hand_joints(angles_deg, scale=1.0, left=False):
-  """[21, 3] local joints (mm, InterHand order) for angles [5, 4] (degrees, ``LIMITS_DEG``)."""
-  a = np.radians(np.asarray(angles_deg, np.float64))
-  r1 = BASE_FRAMES @ _rot(2, -a[:, 1]) @ _rot(0, a[:, 0])
-  r2 = r1 @ _rot(0, a[:, 2])
-  r3 = r2 @ _rot(0, a[:, 3])
-  lengths = PHALANGES * scale
-  p0 = BASES * scale
-  p1 = p0 + lengths[:, :1] * r1[:, :, 1]
-  p2 = p1 + lengths[:, 1:2] * r2[:, :, 1]
-  p3 = p2 + lengths[:, 2:] * r3[:, :, 1]
-  joints = np.zeros((21, 3))
-  joints[:20] = np.stack([p3, p2, p1, p0], axis=1).reshape(20, 3)
-  if left:
-    joints[:, 0] *= -1.0
-  return joints
-
-
-def sample_angles(rng):
-  """Random joint angles [5, 4] (degrees) inside ``LIMITS_DEG``: a shared curl plus noise."""
-  lo, hi = LIMITS_DEG[..., 0], LIMITS_DEG[..., 1]
-  curl = np.clip(rng.random() + rng.normal(0.0, 0.3, 5), 0.0, 1.0)
-  curl = np.where(rng.random(5) < 0.25, rng.random(5), curl)   # independent fingers
-  t = np.clip(curl[:, None] * rng.uniform(0.75, 1.1, (5, 4)) + rng.normal(0.0, 0.1, (5, 4)),
-              -0.25, 1.0)
-  # t in [0, 1] bends from the open pose (0 degrees) to the upper limit, t < 0 hyperextends.
-  angles = np.where(t >= 0.0, t * hi, (-t / 0.25) * lo)
-  spread = rng.uniform(-0.3, 1.0)
-  angles[:, 1] = spread * SPREAD_DIRECTION * 15.0 + rng.normal(0.0, 5.0, 5)
-  angles[0, 1] = rng.uniform(lo[0, 1], hi[0, 1])
-  return np.clip(angles, lo, hi)
-
-
-def random_rotation(rng):
-  """A uniformly random 3x3 rotation."""
-  w, x, y, z = _normalize(rng.normal(size=4))
-  return np.array([
-      [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
-def sample_frame(rng, hand_type, scale, centre):
-  """World joints [42, 3] (mm; absent hand at the placeholder) and presence [2] of one frame."""
+def sample_frame(rng, hand_type, scale, centre, gesture_fraction=0.5):
+  """One frame: world joints [42, 3] (mm; absent hand at the placeholder), presence [2], the
+  solids {'right', 'left'} (world mm, with forearms; None if absent) and the pose's name."""
   present = np.array([hand_type != "left", hand_type != "right"])
-  local = [hand_joints(sample_angles(rng), scale, left=bool(h)) for h in range(2)]
-  if hand_type == "interacting":
-    for _ in range(30):
-      right = local[0] @ random_rotation(rng).T
-      offset = _normalize(rng.normal(size=3)) * rng.uniform(40.0, 150.0) * scale
-      left = local[1] @ random_rotation(rng).T + offset
-      gap = np.linalg.norm(right[:, None] - left[None], axis=-1).min()
-      if gap >= 15.0:
-        break
-    joints = np.concatenate([right, left])
-    joints -= joints.mean(0)
-  else:
+  forearms = [_forearm(rng), _forearm(rng)]
+  if hand_type != "interacting":
     h = 0 if hand_type == "right" else 1
-    hand = local[h] @ random_rotation(rng).T
-    joints = np.full((42, 3), PLACEHOLDER)
-    joints[21 * h:21 * h + 21] = hand - hand.mean(0)
-  joints[np.repeat(present, 21)] += centre + rng.uniform(-40.0, 40.0, 3)
-  return joints, present
+    if rng.random() < gesture_fraction:
+      name, angles = gestures.sample_gesture(rng, scale)
+    else:
+      name, angles = "uniform", hand_model.sample_angles(rng)
+    solid, joints = _place(angles, scale, bool(h), hand_model.random_rotation(rng), 0.0,
+                           forearms[h])
+    shift = centre + rng.uniform(-40.0, 40.0, 3) - joints.mean(0)
+    world = np.full((42, 3), PLACEHOLDER)
+    world[21 * h:21 * h + 21] = joints + shift
+    solids = {conventions.HANDS[h]: solid.transformed(np.eye(3), shift),
+              conventions.HANDS[1 - h]: None}
+    return world, present, solids, name
+  for _ in range(50):
+    if rng.random() < gesture_fraction:
+      name, ang_r, ang_l, rot, shift = gestures.sample_interaction(rng, scale)
+      rot_r = np.eye(3)
+    else:
+      name, ang_r, ang_l = "uniform", hand_model.sample_angles(rng), hand_model.sample_angles(rng)
+      rot_r, rot = hand_model.random_rotation(rng), hand_model.random_rotation(rng)
+      shift = hand_model.normalize(rng.normal(size=3)) * rng.uniform(40.0, 150.0) * scale
+    right = _place(ang_r, scale, False, rot_r, np.zeros(3), forearms[0])
+    left = _place(ang_l, scale, True, rot, shift, forearms[1])
+    left = _separate(right, left, scale)
+    if left is not None:
+      break
+  else:
+    raise RuntimeError("could not place two hands without interpenetration")
+  turn = hand_model.random_rotation(rng)
+  joints = np.concatenate([right[1], left[1]]) @ turn.T
+  shift = centre + rng.uniform(-40.0, 40.0, 3) - joints.mean(0)
+  solids = {"right": right[0].transformed(turn, shift), "left": left[0].transformed(turn, shift)}
+  return joints + shift, present, solids, name
 
 
 # ----------------------------------------------------------------------------------- cameras
@@ -182,23 +158,24 @@ def _f32(x):
   return np.asarray(x, np.float32).astype(np.float64)
 
 
-def make_rig(rng, centre, names):
+def make_rig(rng, centre, names, style="studio"):
   """A capture's cameras: dict name -> (campos, camrot, focal, princpt, (w, h), grey)."""
+  params = synthetic_style.RIGS[style]
   rig = {}
   down = np.array([0.0, 1.0, 0.0])   # InterHand's world y points down, like a camera's
   for name in names:
     w, h = (334, 512) if rng.random() < 0.7 else (512, 334)
-    f = rng.uniform(1200.0, 1300.0)
+    f = rng.uniform(*params["focal"])
     focal = np.array([f, f * (1.0 + rng.normal(0.0, 5e-4))])
     princpt = np.array([w / 2, h / 2]) + np.clip(rng.normal(0.0, 12.0, 2), -30.0, 30.0)
     az, el = np.radians(rng.uniform(-75.0, 75.0)), np.radians(rng.uniform(-45.0, 45.0))
     direction = np.array([np.sin(az) * np.cos(el), -np.sin(el), -np.cos(az) * np.cos(el)])
-    campos = centre + direction * rng.uniform(800.0, 1150.0)
+    campos = centre + direction * rng.uniform(*params["distance"])
     z = _normalize(centre + rng.normal(0.0, 15.0, 3) - campos)
     x = _normalize(np.cross(down, z))
     camrot = _rot(2, rng.normal(0.0, 0.1)) @ np.stack([x, np.cross(z, x), z])
     rig[name] = (_f32(campos), _f32(camrot), _f32(focal), _f32(princpt), (w, h),
-                 bool(rng.random() < 0.15))
+                 bool(rng.random() < params["grey"]))
   return rig
 
 
@@ -222,183 +199,145 @@ def bbox_from_joints(uv, valid, enlarge=BBOX_ENLARGE):
 
 # --------------------------------------------------------------------------------- rendering
 
-@functools.lru_cache(maxsize=4)
-def _pixel_grid(h, w):
-  ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-  return xs, ys
+DISTAL_PARTS = np.array([4, 7, 10, 13, 16])
+NAIL_BGR = np.array([190.0, 200.0, 232.0])
 
 
-def _colour(rng, lo=0, hi=255):
-  return tuple(float(c) for c in rng.uniform(lo, hi, 3))
+def _smoothstep(lo, hi, x):
+  t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+  return t * t * (3.0 - 2.0 * t)
 
 
-def random_background(rng, h, w):
-  """[h, w, 3] uint8: gradient + low-frequency noise + shapes/stripes, or dark studio-like."""
-  xs, ys = _pixel_grid(h, w)
-  studio = rng.random() < 0.3
-  c0, c1 = rng.uniform(0, 60 if studio else 255, (2, 3)).astype(np.float32)
-  th = rng.uniform(0.0, 2 * math.pi)
-  t = (xs * math.cos(th) + ys * math.sin(th)) / (w + h) + 0.5
-  img = c0 + (c1 - c0) * t[..., None]
-  gh, gw = rng.integers(2, 9, 2)
-  noise = rng.uniform(-1.0, 1.0, (gh, gw, 3)).astype(np.float32)
-  img += cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC) * rng.uniform(5, 20 if studio
-                                                                                else 60)
-  if not studio and rng.random() < 0.3:
-    th2, period = rng.uniform(0.0, 2 * math.pi), rng.uniform(8.0, 60.0)
-    stripes = np.sin((xs * math.cos(th2) + ys * math.sin(th2)) * (2 * math.pi / period)) > 0
-    img = np.where(stripes[..., None], img,
-                   img * 0.5 + np.float32(rng.uniform(0, 255, 3)) * 0.5)
-  img = np.clip(img, 0, 255).astype(np.uint8)
-  for _ in range(rng.integers(0, 3 if studio else 10)):
-    kind, col = rng.integers(4), _colour(rng, 0, 120 if studio else 255)
-    thick = -1 if rng.random() < 0.6 else int(rng.integers(1, 8))
-    p = (rng.uniform(-0.2, 1.2, 2) * (w, h)).astype(int)
-    q = (rng.uniform(-0.2, 1.2, 2) * (w, h)).astype(int)
-    if kind == 0:
-      cv2.rectangle(img, tuple(p), tuple(q), col, thick, cv2.LINE_AA)
-    elif kind == 1:
-      cv2.circle(img, tuple(p), int(rng.uniform(5, 0.4 * w)), col, thick, cv2.LINE_AA)
-    elif kind == 2:
-      cv2.line(img, tuple(p), tuple(q), col, int(rng.integers(1, 15)), cv2.LINE_AA)
-    else:
-      cv2.ellipse(img, tuple(p), (int(rng.uniform(5, w / 3)), int(rng.uniform(5, h / 3))),
-                  rng.uniform(0, 180), 0, 360, col, thick, cv2.LINE_AA)
-  sigma = rng.uniform(0.0, 2.5)
-  return cv2.GaussianBlur(img, (0, 0), sigma) if sigma > 0.5 else img
+def _palm_coords(points, joints):
+  """(u, v): across the palm (index MCP ~ +0.5, pinky ~ -0.5) and wrist (0) to MCPs (1)."""
+  wrist, across = joints[20], joints[7] - joints[19]
+  a = across / np.linalg.norm(across)
+  d = joints[11] - wrist
+  d_len = np.linalg.norm(d)
+  d = d - (d @ a) * a
+  d /= np.linalg.norm(d)
+  rel = points - wrist
+  return rel @ a / np.linalg.norm(across), rel @ d / d_len
 
 
-_SHIFT = 4
-_ONE = 1 << _SHIFT
+def _palm_creases(u, v):
+  """Darkening factor of the three main palm creases (heart, head, life line)."""
+  width = 0.022
+  heart = (np.abs(v - (0.80 + 0.1 * (u + 0.6) ** 2)) < width) & (u > -0.65) & (u < 0.3)
+  head = (np.abs(v - (0.56 + 0.15 * (u + 0.45))) < width) & (u > -0.45) & (u < 0.62)
+  life = (np.abs(np.hypot(u - 0.8, v - 0.12) - 0.45) < width) & (v > 0.15) & (v < 0.66)
+  return np.where(heart | head | life, 0.8, 1.0)
 
 
-def _capsule(img, a, b, ra, rb, colour):
-  """A filled 2D capsule (tapered thick segment) from pixel a (radius ra) to b (radius rb)."""
-  d = b - a
-  n = np.array([-d[1], d[0]]) / max(float(np.hypot(*d)), 1e-6)
-  quad = np.stack([a + ra * n, b + rb * n, b - rb * n, a - ra * n])
-  cv2.fillConvexPoly(img, np.round(quad * _ONE).astype(np.int32), colour, cv2.LINE_AA, _SHIFT)
-  for c, r in ((a, ra), (b, rb)):
-    cv2.circle(img, tuple(int(v) for v in np.round(c * _ONE)), int(round(r * _ONE)), colour,
-               -1, cv2.LINE_AA, _SHIFT)
+def shade(hits, scene, sides, joints, skins, cloth, light, rng):
+  """Colours [K, 3] (BGR float) of the K hit pixels of ``hits`` (``hand_shape.RayHits``).
 
-
-def _shaded_capsule(img, p, q, rp, rq, base, light, ambient, focal, princpt):
-  """A 3D capsule (camera mm) drawn as three bands lit by ``light`` (a cylinder's shading)."""
-  a, b = project(np.stack([p, q]), focal, princpt)
-  ra, rb = focal[0] * rp / p[2], focal[0] * rq / q[2]
-  axis = _normalize(q - p)
-  lit = light - np.dot(light, axis) * axis          # best-lit surface normal (unnormalised)
-  strength = float(np.linalg.norm(lit))
-  towards_camera = -_normalize((p + q) / 2)
-  facing = 0.5 + 0.5 * float(np.dot(lit, towards_camera)) / max(strength, 1e-6)
-  offset = lit[:2] / max(float(np.linalg.norm(lit[:2])), 1e-6) * facing
-  diffuse = 1.0 - ambient
-  for scale, shift, k in ((1.0, 0.0, 0.55), (0.74, 0.18, 0.8), (0.4, 0.35, 1.0)):
-    level = ambient + diffuse * k * (0.35 + 0.65 * strength * facing)
-    _capsule(img, a + offset * shift * ra, b + offset * shift * rb, ra * scale, rb * scale,
-             tuple(float(c) for c in np.clip(base * level, 0, 255)))
-
-
-def _palm(img, pts, normal, base, light, ambient, edge_mm, focal, princpt):
-  """The palm: its outline's convex hull filled, edges rounded, lit as a two-sided plate."""
-  uv = project(pts, focal, princpt)
-  hull = cv2.convexHull(np.round(uv * _ONE).astype(np.int32))
-  centre = pts.mean(0)
-  palmar = float(np.dot(normal, -centre)) > 0
-  colour = base * (np.array([1.04, 1.06, 1.12]) if palmar else np.array([0.94, 0.95, 0.97]))
-  level = ambient + (1.0 - ambient) * (0.3 + 0.7 * abs(float(np.dot(normal, light))))
-  colour = tuple(float(c) for c in np.clip(colour * level, 0, 255))
-  cv2.fillConvexPoly(img, hull, colour, cv2.LINE_AA, _SHIFT)
-  thick = max(int(round(2 * focal[0] * edge_mm / centre[2])), 1)
-  cv2.polylines(img, [hull], True, colour, thick, cv2.LINE_AA, _SHIFT)
-
-
-def _forearm(img, p, q, rp, rq, base, sleeve, light, ambient, focal, princpt):
-  """A forearm capsule from the wrist side p to q, its far part optionally in a sleeve."""
-  _shaded_capsule(img, p, q, rp, rq, base, light, ambient, focal, princpt)
-  if sleeve is not None:
-    start = p + 0.3 * (q - p)
-    _shaded_capsule(img, start, q, 0.7 * rp + 0.3 * rq + 2.0, rq + 2.0, sleeve, light, ambient,
-                    focal, princpt)
-
-
-def draw_hands(img, cam_joints, present, focal, princpt, skins, scales=(1.0, 1.0),
-               light=(0.0, 0.0, -1.0), ambient=0.5, arms=(None, None)):
-  """Paint the present hands of camera-frame joints [42, 3] (mm) onto ``img`` in place.
-
-  Each hand is 15 phalanx capsules, a palm and optionally a forearm (``arms[h]``: None or a
-  (length_mm, sleeve_bgr_or_None) pair); all primitives of both hands are painted far to near
-  by mean depth (painter's algorithm), so the nearer hand occludes the farther one.
+  scene: the camera-frame solid; sides [N + M] the hand of each primitive; joints [42, 3]
+  camera-frame joints; skins [2, 3], cloth [2, 3] BGR; light from ``synthetic_style.light``.
   """
-  light = _normalize(np.asarray(light, np.float64))
-  focal, princpt = np.asarray(focal, np.float64), np.asarray(princpt, np.float64)
-  prims = []   # (depth, function, args)
-  for h in np.flatnonzero(present):
-    j = np.asarray(cam_joints, np.float64)[21 * h:21 * h + 21]
-    base, s = np.asarray(skins[h], np.float64), float(scales[h])
-    radii = (RADII * s).reshape(20)
-    for child, parent in conventions.hand_bones():
-      if parent == 20:
-        continue
-      p, q, rq = j[parent], j[child], radii[child]
-      if child % 4 == 0:   # a fingertip joint lies on the skin: stop the capsule short of it
-        q = q - 0.8 * rq * _normalize(q - p)
-      prims.append(((p[2] + q[2]) / 2, _shaded_capsule,
-                    (p, q, radii[parent], rq, base, light, ambient, focal, princpt)))
-    across = j[7] - j[19]   # index MCP - pinky MCP
-    outline = np.stack([j[20] - 0.3 * across, j[20] + 0.3 * across, j[3], (j[3] + j[2]) / 2,
-                        j[7], j[11], j[15], j[19]])
-    normal = _normalize(np.cross(j[7] - j[20], j[19] - j[20])) * (1.0 if h == 0 else -1.0)
-    prims.append((outline[:, 2].mean(), _palm,
-                  (outline, normal, base, light, ambient, 8.0 * s, focal, princpt)))
-    if arms[h] is not None:
-      length, sleeve = arms[h]
-      axis = _normalize(j[20] - (j[7] + j[19]) / 2)
-      if axis[2] < 0:   # keep the forearm in front of the camera
-        length = min(length, 0.5 * j[20][2] / -axis[2])
-      p, q = j[20] + 5.0 * s * axis, j[20] + (5.0 * s + length) * axis
-      colour = base * 0.93
-      prims.append((0.75 * p[2] + 0.25 * q[2], _forearm,   # the wrist end decides occlusion
-                    (p, q, 21.0 * s, 27.0 * s, colour,
-                     None if sleeve is None else np.asarray(sleeve, np.float64), light, ambient,
-                     focal, princpt)))
-  order = np.argsort([-p[0] for p in prims], kind="stable")
-  for i in order:
-    prims[i][1](img, *prims[i][2])
-  return img
+  m = hits.index >= 0
+  idx = hits.index[m]
+  part = np.concatenate([scene.cone_part, scene.triangle_part])[idx]
+  material = np.concatenate([scene.cone_material, scene.triangle_material])[idx]
+  ref = np.concatenate([scene.cone_palmar, scene.triangle_palmar])[idx]
+  side = sides[idx]
+  n, p, s = hits.normal[m], hits.point[m], hits.axial[m]
+  lengths = np.concatenate([np.linalg.norm(scene.cones[:, 3:6] - scene.cones[:, 0:3], axis=1),
+                            np.zeros(len(scene.triangles))])[idx]
+  palmar = np.sum(n * ref, -1)
+  albedo = skins[side].copy()
+  hand = part > 0
+  # Palm side lighter and pinker, the back darker with a fine speckle.
+  w = (_smoothstep(-0.15, 0.45, palmar) * hand)[:, None]
+  speckle = rng.normal(0.0, 1.0, len(idx))
+  palm_tone = albedo * np.array([1.0, 1.03, 1.1]) + np.array([10.0, 14.0, 20.0])
+  back_tone = albedo * (0.93 + 0.05 * speckle)[:, None]
+  albedo = w * palm_tone + (1.0 - w) * back_tone
+  # Creases: palmar folds at the finger joints, wrinkles over the knuckles, the palm lines.
+  finger = (part >= 2)
+  seg = (part - 2) % 3
+  dist_mm = np.minimum(np.abs(s), np.abs(1.0 - s)) * lengths
+  fold = finger & (palmar > 0.3) & (dist_mm < 0.9) & ~((seg == 2) & (s > 0.5))
+  wrinkle = finger & (palmar < -0.3) & (seg >= 1) & (s * lengths < 3.5) & (
+      np.sin(s * lengths * 5.0) > 0.3)
+  albedo *= np.where(fold, 0.72, np.where(wrinkle, 0.88, 1.0))[:, None]
+  on_palm = (part == hand_shape.PALM) & (palmar > 0.5)
+  for h in (0, 1):
+    sel = on_palm & (side == h)
+    if sel.any():
+      u, v = _palm_coords(p[sel], joints[21 * h:21 * h + 21])
+      albedo[sel] *= _palm_creases(u, v)[:, None]
+  # Fingernails on the back of the fingertips, narrower towards their ends, a whiter free edge.
+  nail = (np.isin(part, DISTAL_PARTS) & (s > 0.42) & (s < 1.06) &
+          (palmar < -0.5 - 0.45 * ((s - 0.74) / 0.32) ** 2))
+  nail_colour = 0.45 * albedo + 0.55 * NAIL_BGR
+  nail_colour = np.where((s > 0.96)[:, None], 0.3 * albedo + 0.7 * np.array([225, 232, 240.]),
+                         nail_colour)
+  albedo = np.where(nail[:, None], nail_colour, albedo)
+  albedo = np.where((~hand & (material == hand_shape.SKIN))[:, None], skins[side] * 0.95, albedo)
+  albedo = np.where((material == hand_shape.CLOTH)[:, None],
+                    cloth[side] * (0.9 + 0.1 * np.sin(s * 40.0))[:, None], albedo)
+  # Light: wrapped Lambert, ambient, Blinn-Phong (nails glossier).
+  to_light = light["direction"]
+  view = -p / np.linalg.norm(p, axis=-1, keepdims=True)
+  wrap = light["wrap"]
+  diffuse = np.clip((n @ to_light + wrap) / (1.0 + wrap), 0.0, 1.0)
+  half = _normalize(to_light[None] + view)
+  gloss = np.where(nail, 2.5, 1.0) * np.where(material == hand_shape.CLOTH, 0.3, 1.0)
+  spec = light["specular"] * gloss * np.clip(np.sum(n * half, -1), 0.0, 1.0) ** light["shininess"]
+  ambient = light["ambient"]
+  colour = albedo * (ambient + (1.0 - ambient) * diffuse)[:, None] * light["colour"]
+  return colour + 255.0 * spec[:, None]
 
 
-def render_image(cam_joints, present, focal, princpt, size, skins, scales, grey, seed):
-  """[h, w, 3] uint8 BGR image of one view; its appearance depends only on ``seed``."""
+def render_view(scene, sides, joints, present, focal, princpt, size, skins, cloth, grey, seed,
+                style="studio"):
+  """(image uint8 [h, w, 3] BGR, depth uint16 [h, w] mm, parts uint8 [h, w]) of one view.
+
+  scene: the frame's solid in this camera's frame; the appearance depends only on ``seed``.
+  """
+  del present
   rng = np.random.default_rng(seed)
   w, h = size
-  img = random_background(rng, h, w)
-  light = np.array([rng.normal(0.0, 0.6), rng.normal(-0.4, 0.5), -1.0])
-  sleeve = _colour(rng, 20, 230) if rng.random() < 0.5 else None
-  arms = tuple((rng.uniform(120.0, 320.0), sleeve) if rng.random() < 0.85 else None
-               for _ in range(2))
-  draw_hands(img, cam_joints, present, focal, princpt, skins, scales, light,
-             rng.uniform(0.35, 0.55), arms)
-  out = img.astype(np.float32) * rng.uniform(0.85, 1.15) + rng.uniform(-15.0, 15.0)
-  out += rng.normal(0.0, rng.uniform(1.0, 5.0), (h, w, 1)).astype(np.float32)
-  out = np.clip(out, 0, 255).astype(np.uint8)
-  if rng.random() < 0.5:
-    out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 0.9))
-  if grey:
-    out = cv2.cvtColor(cv2.cvtColor(out, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-  return out
+  hits = hand_shape.raycast(scene, focal, princpt, size)
+  img = synthetic_style.background(rng, style, h, w)
+  light = synthetic_style.light(rng, style)
+  m = hits.index >= 0
+  if m.any():
+    img[m] = shade(hits, scene, sides, joints, np.asarray(skins), np.asarray(cloth), light,
+                   rng)
+  image = synthetic_style.finish(img, rng, style, grey)
+  depth = np.where(m, np.clip(np.round(hits.depth), 1, 65535), 0).astype(np.uint16)
+  part = np.concatenate([scene.cone_part, scene.triangle_part])
+  label = np.where(part > 0, part + 16 * sides, 0)
+  parts = np.where(m, label[np.maximum(hits.index, 0)], 0).astype(np.uint8)
+  return image, depth, parts, synthetic_style.jpeg_quality(rng, style, 90)
+
+
+def _write(path, data):
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def _encode(ext, array, params=()):
+  ok, buf = cv2.imencode(ext, array, list(params))
+  if not ok:
+    raise RuntimeError(f"{ext} encoding failed")
+  return buf.tobytes()
 
 
 def _render_job(job):
-  """Render one view and write its JPEG (runs in the worker processes)."""
-  path, quality, args = job
-  ok, buf = cv2.imencode(".jpg", render_image(*args), [cv2.IMWRITE_JPEG_QUALITY, quality])
-  if not ok:
-    raise RuntimeError(f"JPEG encoding failed for {path}")
-  with open(path, "wb") as f:
-    f.write(buf.tobytes())
-  return len(buf)
+  """Render one view and write its JPEG, depth and parts PNGs (runs in the worker processes)."""
+  paths, quality, style, args = job
+  image, depth, parts, q = render_view(*args, style=style)
+  q = quality if style == "studio" else min(q, quality)
+  jpeg = _encode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, q])
+  _write(paths[0], jpeg)
+  _write(paths[1], _encode(".png", depth, [cv2.IMWRITE_PNG_COMPRESSION, 1]))
+  _write(paths[2], _encode(".png", parts, [cv2.IMWRITE_PNG_COMPRESSION, 1]))
+  return len(jpeg)
 
 
 def _worker_init():
@@ -409,12 +348,6 @@ def _worker_init():
 
 def _split_code(split):
   return zlib.crc32(split.encode())
-
-
-def _skin(rng):
-  """A BGR skin tone from light to dark."""
-  hsv = np.uint8([[[rng.uniform(4, 17), rng.uniform(60, 150), rng.uniform(80, 235)]]])
-  return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float64)
 
 
 def _accept_view(world, present, cam):
@@ -433,9 +366,19 @@ def _accept_view(world, present, cam):
   return uv, valid
 
 
+def _scene(solids):
+  """(one solid of the frame, hand index [N + M] of its primitives in raycast order)."""
+  parts = [(h, solids[side]) for h, side in enumerate(conventions.HANDS)
+           if solids[side] is not None]
+  scene = hand_shape.concatenate([s for _, s in parts])
+  sides = np.concatenate([np.full(len(s.cones), h) for h, s in parts] +
+                         [np.full(len(s.triangles), h) for h, s in parts]).astype(np.int64)
+  return scene, sides
+
+
 def _plan(num_images, seed, split, views_per_frame, cameras_per_capture, num_captures,
-          capture_offset, image_id_offset, hand_type_probs, image_dir):
-  """All geometry and JSON of a split, and one render job per image (no pixels yet)."""
+          capture_offset, image_id_offset, hand_type_probs, root, style, gesture_fraction):
+  """All geometry and JSON of a split, the shapes, and one render job per image."""
   rng = np.random.default_rng([seed, _split_code(split)])
   if num_captures is None:
     num_captures = int(np.clip(math.ceil(num_images / 250), 2, 20))
@@ -445,18 +388,19 @@ def _plan(num_images, seed, split, views_per_frame, cameras_per_capture, num_cap
   counts = np.floor(np.asarray(hand_type_probs) / np.sum(hand_type_probs) * planned).astype(int)
   counts[0] += planned - counts.sum()
   types = rng.permutation(np.repeat(np.arange(3), counts))
-  images, annotations, cameras, joint_3d, jobs, scales = [], [], {}, {}, [], {}
-  n_frames, type_counts = 0, {t: 0 for t in HAND_TYPES}
+  image_dir = pathlib.Path(root) / "images" / split
+  images, annotations, cameras, joint_3d, jobs, scales, shapes = [], [], {}, {}, [], {}, []
+  n_frames, type_counts, pose_counts = 0, {t: 0 for t in HAND_TYPES}, {}
   for ci in range(num_captures):
     capture = capture_offset + ci
     subject = capture
     scale = float(rng.uniform(*HAND_SCALE_RANGE))
-    skin = _skin(rng)
+    skin = synthetic_style.skin(rng)
     scales[subject] = scale
     centre = np.array([0.0, 0.0, 1000.0]) + rng.normal(0.0, 50.0, 3)
     names = [str(n) for n in sorted(rng.choice(np.r_[400000:400080, 410000:410080],
                                                cameras_per_capture, replace=False))]
-    rig = make_rig(rng, centre, names)
+    rig = make_rig(rng, centre, names, style)
     cameras[str(capture)] = {
         "campos": {n: rig[n][0].tolist() for n in names},
         "camrot": {n: rig[n][1].tolist() for n in names},
@@ -469,7 +413,8 @@ def _plan(num_images, seed, split, views_per_frame, cameras_per_capture, num_cap
     while done < per_capture[ci]:
       hand_type = HAND_TYPES[types[n_frames % len(types)]]
       for _ in range(200):
-        world, present = sample_frame(rng, hand_type, scale, centre)
+        world, present, solids, pose = sample_frame(rng, hand_type, scale, centre,
+                                                    gesture_fraction)
         world = _f32(world)
         views = [(n, v) for n in rng.permutation(names)
                  if (v := _accept_view(world, present, rig[n])) is not None]
@@ -483,13 +428,18 @@ def _plan(num_images, seed, split, views_per_frame, cameras_per_capture, num_cap
       tag = {"right": "rh", "left": "lh", "interacting": "dh"}[hand_type]
       seq_name = f"{seq_no + seq_counts[hand_type] // 40:04d}_{tag}_synthetic"
       seq_counts[hand_type] += 1
+      pose_counts[pose] = pose_counts.get(pose, 0) + 1
       mask = np.repeat(present, 21)
       joint_3d[str(capture)][str(frame_idx)] = {
           "world_coord": world.tolist(),
           "joint_valid": [[bool(v)] for v in mask],
           "hand_type": hand_type,
           "hand_type_valid": True}
-      skins = [skin * (1.0 + rng.normal(0.0, 0.04, 3)) for _ in range(2)]
+      shapes.append((shape_path(root, split, capture, frame_idx),
+                     {k: None if v is None else v.hand_only() for k, v in solids.items()}))
+      skins = np.stack([skin * (1.0 + rng.normal(0.0, 0.04, 3)) for _ in range(2)])
+      cloth = rng.uniform(20, 230, (2, 3)) * (np.ones((2, 1)) if rng.random() < 0.5 else 1.0)
+      scene, sides = _scene(solids)
       for name, (uv, valid) in views:
         image_id = image_id_offset + len(images)
         campos, camrot, focal, princpt, (w, h), grey = rig[name]
@@ -502,40 +452,57 @@ def _plan(num_images, seed, split, views_per_frame, cameras_per_capture, num_cap
                             "joint_valid": [[int(v)] for v in valid],
                             "hand_type": hand_type, "hand_type_valid": 1})
         xc = world_to_camera(world, campos, camrot)
+        cam_scene = scene.transformed(camrot, -np.asarray(camrot) @ campos)
         seed_i = [seed, _split_code(split), image_id]
-        jobs.append((str(image_dir / file_name), None,
-                     (xc, present, focal, princpt, (w, h), skins, (scale, scale), grey, seed_i)))
+        paths = (str(image_dir / file_name), str(companion_path(root, split, file_name, "depth")),
+                 str(companion_path(root, split, file_name, "parts")))
+        jobs.append((paths, None, style,
+                     (cam_scene, sides, xc, present, focal, princpt, (w, h), skins, cloth, grey,
+                      seed_i)))
         type_counts[hand_type] += 1
       done += len(views)
       n_frames += 1
   data = {"images": images, "annotations": annotations}
-  return data, cameras, joint_3d, jobs, scales, n_frames, type_counts, num_captures
+  return (data, cameras, joint_3d, jobs, shapes, scales, n_frames, type_counts, pose_counts,
+          num_captures)
 
 
-def generate(out_dir, num_images, seed, split="train", *, views_per_frame=2,
-             cameras_per_capture=8, num_captures=None, capture_offset=0, image_id_offset=0,
-             hand_type_probs=(0.5, 0.25, 0.25), workers=2, quality=90, verbose=False):
+def generate(out_dir, num_images, seed, split="train", *, style="studio", gesture_fraction=0.5,
+             views_per_frame=None, cameras_per_capture=None, num_captures=None,
+             capture_offset=0, image_id_offset=0, hand_type_probs=(0.5, 0.25, 0.25), workers=2,
+             quality=90, verbose=False):
   """Write ``num_images`` synthetic views of one split; returns a summary dict.
 
-  ``hand_type_probs`` are the shares of (interacting, right, left) frames. ``workers`` > 1
-  renders in that many spawned processes; the output bytes do not depend on it.
+  ``style`` is 'studio' or 'wild' (``synthetic_style``); ``views_per_frame`` and
+  ``cameras_per_capture`` default to the style's rig. ``gesture_fraction`` of the frames use
+  ``gestures``' poses. ``hand_type_probs`` are the shares of (interacting, right, left) frames.
+  ``workers`` > 1 renders in that many spawned processes; the output bytes do not depend on it.
   """
+  synthetic_style.check(style)
+  if not 0.0 <= gesture_fraction <= 1.0:
+    raise ValueError(f"gesture_fraction must be in [0, 1], got {gesture_fraction}")
+  rig = synthetic_style.RIGS[style]
+  views_per_frame = views_per_frame or rig["views"]
+  cameras_per_capture = cameras_per_capture or rig["cameras"]
   start = time.time()
   out_dir = pathlib.Path(out_dir)
   ann_dir = out_dir / "annotations" / split
   image_dir = out_dir / "images" / split
-  data, cameras, joint_3d, jobs, scales, n_frames, type_counts, n_captures = _plan(
-      num_images, seed, split, views_per_frame, cameras_per_capture, num_captures,
-      capture_offset, image_id_offset, hand_type_probs, image_dir)
+  (data, cameras, joint_3d, jobs, shapes, scales, n_frames, type_counts, pose_counts,
+   n_captures) = _plan(num_images, seed, split, views_per_frame, cameras_per_capture,
+                       num_captures, capture_offset, image_id_offset, hand_type_probs, out_dir,
+                       style, gesture_fraction)
   ann_dir.mkdir(parents=True, exist_ok=True)
   paths = {}
   for kind, obj in (("data", data), ("camera", cameras), ("joint_3d", joint_3d)):
     paths[kind] = ann_dir / f"InterHand2.6M_{split}_{kind}.json"
     with open(paths[kind], "w") as f:
       json.dump(obj, f, separators=(",", ":"))
-  for d in sorted({os.path.dirname(j[0]) for j in jobs}):
+  for path, solids in shapes:
+    hand_shape.save(path, solids)
+  for d in sorted({os.path.dirname(p) for j in jobs for p in j[0]}):
     os.makedirs(d, exist_ok=True)
-  jobs = [(path, quality, args) for path, _, args in jobs]
+  jobs = [(p, quality, st, args) for p, _, st, args in jobs]
   step = max(1, len(jobs) // 10)
 
   def report(i):
@@ -547,7 +514,7 @@ def generate(out_dir, num_images, seed, split="train", *, views_per_frame=2,
   if workers > 1 and len(jobs) > 32:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_worker_init) as pool:
-      for i, _ in enumerate(pool.imap(_render_job, jobs, chunksize=16), 1):
+      for i, _ in enumerate(pool.imap(_render_job, jobs, chunksize=8), 1):
         report(i)
   else:
     for i, job in enumerate(jobs, 1):
@@ -555,10 +522,12 @@ def generate(out_dir, num_images, seed, split="train", *, views_per_frame=2,
       report(i)
   seconds = time.time() - start
   return {"split": split, "out_dir": str(out_dir), "image_dir": str(image_dir),
+          "depth_dir": str(out_dir / "depth" / split), "parts_dir": str(out_dir / "parts" / split),
+          "shape_dir": str(out_dir / "shapes" / split), "style": style,
           "data_json": str(paths["data"]), "camera_json": str(paths["camera"]),
           "joint_3d_json": str(paths["joint_3d"]), "num_images": len(jobs),
           "num_frames": n_frames, "num_captures": n_captures, "hand_types": type_counts,
-          "subject_scales": scales, "seconds": seconds,
+          "poses": pose_counts, "subject_scales": scales, "seconds": seconds,
           "images_per_second": len(jobs) / max(seconds, 1e-9)}
 
 
@@ -577,7 +546,9 @@ def generate_splits(out_dir, counts, seed, **kwargs):
 def _parse_splits(text):
   counts = {}
   for part in text.split(","):
-    name, n = part.split(":")
+    name, _, n = part.partition(":")
+    if not name.strip() or not n.strip().isdigit():
+      raise ValueError(f"--splits must look like 'train:2000,val:200', got {text!r}")
     counts[name.strip()] = int(n)
   return counts
 
@@ -585,25 +556,36 @@ def _parse_splits(text):
 def main(argv=None):
   parser = argparse.ArgumentParser(prog="python -m input_pipeline.synthetic",
                                    description=__doc__.split("\n")[0])
-  parser.add_argument("--out", required=True, help="output root (annotations/, images/)")
+  parser.add_argument("--out", required=True, help="output root (annotations/, images/, ...)")
   parser.add_argument("--num_images", type=int, default=2000)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--split", default="train")
   parser.add_argument("--splits", default=None, help="e.g. train:2000,val:200,test:200")
+  parser.add_argument("--style", default="studio", choices=synthetic_style.STYLES)
+  parser.add_argument("--gesture_fraction", type=float, default=0.5,
+                      help="share of frames posed as gestures and interactions (0..1)")
   parser.add_argument("--workers", type=int, default=2)
-  parser.add_argument("--views_per_frame", type=int, default=2)
+  parser.add_argument("--views_per_frame", type=int, default=None,
+                      help="default: the style's rig (studio 2, wild 1)")
   parser.add_argument("--quality", type=int, default=90)
   args = parser.parse_args(argv)
-  counts = _parse_splits(args.splits) if args.splits else {args.split: args.num_images}
+  try:
+    counts = _parse_splits(args.splits) if args.splits else {args.split: args.num_images}
+  except ValueError as e:
+    parser.error(str(e))
+  if not 0.0 <= args.gesture_fraction <= 1.0:
+    parser.error(f"--gesture_fraction must be in [0, 1], got {args.gesture_fraction}")
   start = time.time()
   summaries = generate_splits(args.out, counts, args.seed, workers=args.workers,
                               views_per_frame=args.views_per_frame, quality=args.quality,
+                              style=args.style, gesture_fraction=args.gesture_fraction,
                               verbose=True)
   total = sum(s["num_images"] for s in summaries.values())
   seconds = time.time() - start
   for s in summaries.values():
     print(f"[{s['split']}] {s['num_images']} images, {s['num_frames']} frames, "
-          f"{s['num_captures']} captures, hand types {s['hand_types']} -> {s['data_json']}")
+          f"{s['num_captures']} captures, hand types {s['hand_types']}, poses {s['poses']} "
+          f"-> {s['data_json']}")
   print(f"done: {total} images in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} images/s)")
   return summaries
 

@@ -1,6 +1,7 @@
 """TFDS builder for InterHand2.6M in its official layout (one example per annotation).
 
-Each example keeps the original JPEG bytes, the annotation (boxes, 2D/3D joints, validity, hand
+Each example keeps the original JPEG bytes, the PNG bytes of the depth map and exact part
+labels where the data has them (the synthetic world; b'' for real InterHand2.6M), the annotation (boxes, 2D/3D joints, validity, hand
 type) and the camera, so that every crop and augmentation happens in the tf.data pipeline.
 
 The images come from the user's copy (``manual_dir`` = the InterHand2.6M root). Building has two
@@ -42,6 +43,8 @@ ARRAY_FIELDS = {
 INT_FIELDS = ("annotation_id", "image_id", "image_width", "image_height", "capture", "subject",
               "frame_idx")
 TEXT_FIELDS = ("file_name", "seq_name", "camera", "hand_type")
+# PNG bytes, b'' when the data has none: uint16 depth (mm) and uint8 part labels (0..32).
+BYTES_FIELDS = ("depth", "parts")
 FLOAT_FIELDS = ("hand_type_valid",)
 
 
@@ -54,8 +57,9 @@ class InterHand26M(tfds.core.GeneratorBasedBuilder):
   """InterHand2.6M v1.0 (5 fps) from the user's copy of the official release."""
 
   name = "interhand26m"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Official v1.0 layout; one example per annotation."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Official v1.0 layout; one example per annotation.",
+                   "1.1.0": "Depth and exact part label PNGs where the data has them."}
   BUILDER_CONFIGS = [
       InterHandConfig(name=v, annotation=k, description=f"{k} annotations")
       for k, v in ANNOTATIONS.items()
@@ -82,6 +86,7 @@ class InterHand26M(tfds.core.GeneratorBasedBuilder):
     features.update({k: np.int64 for k in INT_FIELDS})
     features.update({k: f.Text() for k in TEXT_FIELDS if k != "hand_type"})
     features.update({k: f.Tensor(shape=s, dtype=d) for k, (d, s) in ARRAY_FIELDS.items()})
+    features.update({k: f.Tensor(shape=(), dtype=tf.string) for k in BYTES_FIELDS})
     return self.dataset_info_from_configs(
         features=f.FeaturesDict(features),
         homepage="https://mks0601.github.io/InterHand2.6M/",
@@ -114,13 +119,18 @@ def to_tfds_example(record):
              "hand_type_valid": np.float32(record["hand_type_valid"])}
   example.update({k: int(record[k]) for k in INT_FIELDS})
   example.update({k: record[k] for k in TEXT_FIELDS if k != "hand_type"})
+  example.update({k: record.get(k, b"") for k in BYTES_FIELDS})
   example.update({k: np.asarray(record[k], d).reshape(s) for k, (d, s) in ARRAY_FIELDS.items()})
   return example
 
 
-def encode_staged(record, image_bytes: bytes) -> bytes:
-  """A reader record plus its JPEG bytes as a serialized tf.train.Example (staging format)."""
+def encode_staged(record, image_bytes: bytes, extra=None) -> bytes:
+  """A reader record plus its JPEG bytes (and ``extra`` {'depth', 'parts'} PNG bytes) as a
+  serialized tf.train.Example (staging format)."""
   feat = {"image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image_bytes]))}
+  for k in BYTES_FIELDS:
+    value = (extra or {}).get(k, b"")
+    feat[k] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
   for k in INT_FIELDS:
     feat[k] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(record[k])]))
   for k in TEXT_FIELDS:
@@ -136,6 +146,7 @@ def encode_staged(record, image_bytes: bytes) -> bytes:
 def decode_staged(raw: bytes):
   f = tf.train.Example.FromString(raw).features.feature
   record = {"image": f["image"].bytes_list.value[0]}
+  record.update({k: f[k].bytes_list.value[0] if k in f else b"" for k in BYTES_FIELDS})
   record.update({k: int(f[k].int64_list.value[0]) for k in INT_FIELDS})
   record.update({k: f[k].bytes_list.value[0].decode() for k in TEXT_FIELDS})
   record.update({k: float(f[k].float_list.value[0]) for k in FLOAT_FIELDS})

@@ -113,12 +113,14 @@ def test_record_contract(fixtures):
   assert len(records) == 4
   ints = ("annotation_id", "image_id", "image_width", "image_height", "capture", "subject",
           "frame_idx")
-  strs = ("file_name", "image_path", "seq_name", "camera", "hand_type")
+  strs = ("file_name", "image_path", "depth_path", "parts_path", "seq_name", "camera",
+          "hand_type")
   arrays = {"bbox": (4,), "crop_box": (4,), "joint_world": (42, 3), "joint_cam": (42, 3),
             "joint_img": (42, 2), "joint_valid": (42,), "focal": (2,), "princpt": (2,),
             "campos": (3,), "camrot": (3, 3)}
   for r in records:
     assert set(r) == set(ints) | set(strs) | set(arrays) | {"hand_type_valid"}
+    assert r["depth_path"] == r["parts_path"] == ""   # real data has neither
     for k in ints:
       assert type(r[k]) is int, k
     for k in strs:
