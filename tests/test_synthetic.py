@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dfl_jax import conventions
-from input_pipeline import geometry, hand_shape, interhand, synthetic_render
+from input_pipeline import geometry, hand_model, hand_shape, interhand, synthetic_render
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_bone_lengths_and_joint_limits(generated):
         j = world[21 * h:21 * h + 21]
         lengths = [np.linalg.norm(j[4 * f + k] - j[4 * f + k + 1])
                    for f in range(5) for k in (2, 1, 0)]  # base->2nd, 2nd->3rd, 3rd->tip
-        expected = synthetic_render.PHALANGES.reshape(-1) * _scale(scales, capture)
+        expected = hand_model.PHALANGES.reshape(-1) * _scale(scales, capture)
         np.testing.assert_allclose(lengths, expected, rtol=1e-4)
         lengths_checked += 1
         for f in range(1, 5):  # fingers: PIP <= 110 deg, DIP <= 80 deg of bending
@@ -105,14 +105,14 @@ def _two_open_hands(z_right, z_left):
 
 
 def test_the_nearer_hand_occludes_in_image_depth_and_parts():
-  right = synthetic_render.hand_joints(np.zeros((5, 4)))
+  right = hand_model.hand_joints(np.zeros((5, 4)))
   focal, princpt = np.array([1200.0, 1200.0]), np.array([200.0, 200.0])
   probe = np.round(geometry.camera_to_pixel((right[11] + [0, 0, 800.0])[None], focal,
                                             princpt)[0, :2]).astype(int)
   for z_right, z_left, winner in ((800.0, 900.0, 0), (900.0, 800.0, 1)):
     scene, sides = _two_open_hands(z_right, z_left)
     joints = np.concatenate([right + [0, 0, z_right],
-                             synthetic_render.hand_joints(np.zeros((5, 4)), left=True)
+                             hand_model.hand_joints(np.zeros((5, 4)), left=True)
                              + [0, 0, z_left]])
     image, depth, parts, _ = synthetic_render.render_view(
         scene, sides, joints, np.array([1, 1]), focal, princpt, (400, 400),
@@ -205,9 +205,9 @@ def _local_angles(j):
   out = np.zeros((5, 4))
   for f in range(5):
     base, j2, j3, tip = j[4 * f + 3], j[4 * f + 2], j[4 * f + 1], j[4 * f]
-    e = synthetic_render.BASE_FRAMES[f].T @ ((j2 - base) / np.linalg.norm(j2 - base))
+    e = hand_model.BASE_FRAMES[f].T @ ((j2 - base) / np.linalg.norm(j2 - base))
     flex, abd = np.arcsin(np.clip(e[2], -1, 1)), np.arctan2(e[0], e[1])
-    r1 = synthetic_render.BASE_FRAMES[f] @ _rz(-abd) @ _rx(flex)
+    r1 = hand_model.BASE_FRAMES[f] @ _rz(-abd) @ _rx(flex)
     d2 = r1.T @ (j3 - j2)
     second = np.arctan2(d2[2], d2[1])
     d3 = (r1 @ _rx(second)).T @ (tip - j3)
@@ -218,7 +218,7 @@ def _local_angles(j):
 def test_world_poses_are_the_kinematic_model_within_its_limits(generated):
   _, summary = generated
   joints, scales = _load(summary, "joint_3d"), summary["subject_scales"]
-  local_palm = synthetic_render.hand_joints(np.zeros((5, 4)))[[20, 3, 7, 11, 15, 19]]
+  local_palm = hand_model.hand_joints(np.zeros((5, 4)))[[20, 3, 7, 11, 15, 19]]
   hands = 0
   for capture, frames in joints.items():
     scale = _scale(scales, capture)
@@ -231,7 +231,7 @@ def test_world_poses_are_the_kinematic_model_within_its_limits(generated):
         j = world[21 * h:21 * h + 21]
         # All 20 bones (skeleton order, wrist-to-base included) have the model's length in mm.
         got = [np.linalg.norm(j[c] - j[p]) for c, p in conventions.hand_bones()]
-        np.testing.assert_allclose(got, synthetic_render.bone_lengths(scale), atol=1e-3)
+        np.testing.assert_allclose(got, hand_model.bone_lengths(scale), atol=1e-3)
         # Rigidly align the (mirrored for the left) palm, then invert the kinematics.
         mirror = np.array([-1.0 if h else 1.0, 1.0, 1.0])
         src = local_palm * scale * mirror
@@ -241,13 +241,13 @@ def test_world_poses_are_the_kinematic_model_within_its_limits(generated):
         np.testing.assert_allclose((src - src.mean(0)) @ rot.T + dst.mean(0), dst, atol=1e-3)
         local = ((j - dst.mean(0)) @ rot + src.mean(0)) * mirror
         angles = _local_angles(local)
-        lo, hi = synthetic_render.LIMITS_DEG[..., 0] - 0.1, synthetic_render.LIMITS_DEG[..., 1] + 0.1
+        lo, hi = hand_model.LIMITS_DEG[..., 0] - 0.1, hand_model.LIMITS_DEG[..., 1] + 0.1
         # At ~90 degrees of base flexion the abduction (and so the rest) is ill-conditioned.
         regular = np.abs(angles[:, 0]) < 85.0
         ok = (angles >= lo) & (angles <= hi)
         assert ok[:, 0].all() and ok[regular].all(), angles.tolist()
         rows = np.flatnonzero(np.repeat(regular, 4))
-        np.testing.assert_allclose(synthetic_render.hand_joints(angles, scale)[rows], local[rows],
+        np.testing.assert_allclose(hand_model.hand_joints(angles, scale)[rows], local[rows],
                                    atol=1e-2)
         hands += 1
   assert hands >= 15
@@ -255,9 +255,9 @@ def test_world_poses_are_the_kinematic_model_within_its_limits(generated):
 
 def test_sampled_angles_stay_inside_the_limits():
   rng = np.random.default_rng(0)
-  angles = np.stack([synthetic_render.sample_angles(rng) for _ in range(500)])
-  assert (angles >= synthetic_render.LIMITS_DEG[..., 0]).all()
-  assert (angles <= synthetic_render.LIMITS_DEG[..., 1]).all()
+  angles = np.stack([hand_model.sample_angles(rng) for _ in range(500)])
+  assert (angles >= hand_model.LIMITS_DEG[..., 0]).all()
+  assert (angles <= hand_model.LIMITS_DEG[..., 1]).all()
   pip = angles[:, 1:, 2]
   assert pip.min() < 10 and pip.max() > 90   # open and curled fingers both occur
 
@@ -281,7 +281,7 @@ def test_images_are_jpegs_of_the_stated_size(generated):
 def test_worker_processes_and_seeds(tmp_path):
   one = synthetic_render.generate(tmp_path / "one", 40, seed=5, split="val", workers=1)
   two = synthetic_render.generate(tmp_path / "two", 40, seed=5, split="val", workers=2)
-  other = synthetic_render.generate(tmp_path / "other", 40, seed=6, split="val", workers=1)
+  synthetic_render.generate(tmp_path / "other", 40, seed=6, split="val", workers=1)
   assert one["num_images"] == two["num_images"] == 40
   names = [p.relative_to(tmp_path / "one") for p in sorted((tmp_path / "one").rglob("*.*"))]
   assert names == [p.relative_to(tmp_path / "two") for p in sorted((tmp_path / "two").rglob("*.*"))]
