@@ -44,9 +44,6 @@ def read_checked_jpeg(path, width=None, height=None) -> bytes:
   return data
 
 
-PNG_DTYPES = {"depth": np.uint16, "parts": np.uint8}
-
-
 def read_checked_png(path, kind, width, height) -> bytes:
   """The bytes of a depth (uint16) or parts (uint8) PNG after a strict decode; ValueError
   naming the file otherwise."""
@@ -55,9 +52,9 @@ def read_checked_png(path, kind, width, height) -> bytes:
   image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
   if image is None:
     raise ValueError(f"{path}: {kind} PNG missing or corrupt")
-  if image.dtype != PNG_DTYPES[kind] or image.ndim != 2:
+  if image.dtype != tfds_builder.PNG_FIELDS[kind] or image.ndim != 2:
     raise ValueError(f"{path}: {kind} PNG is {image.dtype} with shape {image.shape}, expected "
-                     f"one channel of {np.dtype(PNG_DTYPES[kind]).name}")
+                     f"one channel of {np.dtype(tfds_builder.PNG_FIELDS[kind]).name}")
   if image.shape != (height, width):
     raise ValueError(f"{path}: {kind} map is {image.shape[1]}x{image.shape[0]}, annotation says "
                      f"{width}x{height}")
@@ -112,7 +109,7 @@ def stage_split(reader, split_dir, workers=8, chunk_size=tfds_builder.CHUNK_SIZE
             data = read_checked_jpeg(rec["image_path"], rec["image_width"], rec["image_height"])
             extra = {k: read_checked_png(rec[f"{k}_path"], k, rec["image_width"],
                                          rec["image_height"])
-                     for k in PNG_DTYPES if rec.get(f"{k}_path")}
+                     for k in tfds_builder.PNG_FIELDS if rec.get(f"{k}_path")}
             return rec, (data, extra), None
           except ValueError as e:
             return rec, None, str(e)

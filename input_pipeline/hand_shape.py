@@ -77,15 +77,20 @@ class Solid:
     """The hand without what is not part of it (forearm, sleeve): the shape of the frame."""
     return self.select(self.cone_part > 0, self.triangle_part > 0)
 
+  def boxes(self):
+    """[N + M, 2, 3] axis-aligned (lo, hi) boxes of the cones, then the triangles."""
+    c, t = self.cones, self.triangles
+    lo = np.minimum(c[:, 0:3] - c[:, 6:7], c[:, 3:6] - c[:, 7:8])
+    hi = np.maximum(c[:, 0:3] + c[:, 6:7], c[:, 3:6] + c[:, 7:8])
+    v = t[:, :9].reshape(-1, 3, 3)
+    lo = np.concatenate([lo, v.min(1) - t[:, 9:10]])
+    hi = np.concatenate([hi, v.max(1) + t[:, 9:10]])
+    return np.stack([lo, hi], 1)
+
   def bounds(self):
     """(lo [3], hi [3]) of a box that holds the solid."""
-    c, t = self.cones, self.triangles
-    lo = [c[:, 0:3] - c[:, 6:7], c[:, 3:6] - c[:, 7:8]]
-    hi = [c[:, 0:3] + c[:, 6:7], c[:, 3:6] + c[:, 7:8]]
-    for k in (0, 3, 6):
-      lo.append(t[:, k:k + 3] - t[:, 9:10])
-      hi.append(t[:, k:k + 3] + t[:, 9:10])
-    return np.concatenate(lo).min(0), np.concatenate(hi).max(0)
+    boxes = self.boxes()
+    return boxes[:, 0].min(0), boxes[:, 1].max(0)
 
 
 def concatenate(solids):
@@ -210,17 +215,6 @@ def triangle_distance(points, triangles):
   return np.where(inside, height, edge) - triangles[None, :, 9]
 
 
-def _primitive_boxes(solid):
-  """[N + M, 2, 3] axis-aligned boxes of the cones then the triangles."""
-  c, t = solid.cones, solid.triangles
-  lo = np.minimum(c[:, 0:3] - c[:, 6:7], c[:, 3:6] - c[:, 7:8])
-  hi = np.maximum(c[:, 0:3] + c[:, 6:7], c[:, 3:6] + c[:, 7:8])
-  v = t[:, :9].reshape(-1, 3, 3)
-  lo = np.concatenate([lo, v.min(1) - t[:, 9:10]])
-  hi = np.concatenate([hi, v.max(1) + t[:, 9:10]])
-  return np.stack([lo, hi], 1)
-
-
 def signed_distance(solid, points, cap=None):
   """[P] signed distance of points [P, 3] to the solid: exact outside, negative inside.
 
@@ -240,7 +234,7 @@ def signed_distance(solid, points, cap=None):
                                      triangle_distance(p, solid.triangles).min(1))
     return out
   out = np.full(len(points), float(cap))
-  boxes = _primitive_boxes(solid)
+  boxes = solid.boxes()
   n_cones = len(solid.cones)
   for i, box in enumerate(boxes):
     sel = np.flatnonzero(np.all((points >= box[0] - cap) & (points <= box[1] + cap), axis=1))
@@ -487,8 +481,7 @@ def raycast(solid, focal, princpt, size):
     normal[y0:y1, x0:x1] = np.where(win[..., None], nrm.reshape(y1 - y0, x1 - x0, 3),
                                     normal[y0:y1, x0:x1])
   hit_any = index >= 0
-  point = np.where(hit_any[..., None], np.where(np.isfinite(best), best, 0.0)[..., None] * dirs,
-                   0.0)
+  point = np.where(hit_any, best, 0.0)[..., None] * dirs
   depth = point[..., 2]
   axial = np.zeros((h, w))
   on_cone = hit_any & (index < n_cones)

@@ -88,6 +88,12 @@ CAMERA_KEYS = ("campos", "camrot", "focal", "princpt")
 PLACEHOLDER = 1.0
 
 
+def companion_path(root, split, file_name, kind):
+  """``root/kind/split/<file_name with .png>``: the synthetic world's depth or parts PNG of an
+  image (kind 'depth' or 'parts'), beside the official layout."""
+  return pathlib.Path(root) / kind / split / (os.path.splitext(file_name)[0] + ".png")
+
+
 class InterHandFormatError(ValueError):
   """A file that cannot be read at all (malformed JSON, wrong top-level structure, bad image)."""
 
@@ -396,7 +402,7 @@ class InterHandReader:
     images = pathlib.Path(self.image_dir)
     if images.parent.name != "images":
       return ""
-    path = images.parent.parent / kind / images.name / (os.path.splitext(file_name)[0] + ".png")
+    path = companion_path(images.parent.parent, images.name, file_name, kind)
     return str(path) if path.is_file() else ""
 
   def _camera(self, capture, camera):

@@ -57,24 +57,14 @@ import cv2
 import numpy as np
 
 from dfl_jax import conventions
-from input_pipeline import gestures, hand_model, hand_shape, synthetic_style
+from input_pipeline import gestures, hand_model, hand_shape, interhand, synthetic_style
 
 HAND_TYPES = ("interacting", "right", "left")
 PLACEHOLDER = 1.0      # world_coord of absent joints, as in the real data
 MAX_OUT_OF_IMAGE = 3   # joints of one view allowed outside the image (they become invalid)
 BBOX_ENLARGE = 1.2
 MAX_PENETRATION_MM = 1.5
-HAND_SCALE_RANGE = hand_model.HAND_SCALE_RANGE
-# Kept under their old names for callers of the 2-D renderer.
-PHALANGES, LIMITS_DEG, BASE_FRAMES = hand_model.PHALANGES, hand_model.LIMITS_DEG, hand_model.BASE_FRAMES
-bone_lengths, hand_joints, sample_angles = (hand_model.bone_lengths, hand_model.hand_joints,
-                                            hand_model.sample_angles)
-_normalize, _rot = hand_model.normalize, hand_model.rotation
-
-
-def companion_path(root, split, file_name, kind):
-  """``root/kind/split/<file_name with .png>``: where depth and parts of an image live."""
-  return pathlib.Path(root) / kind / split / (os.path.splitext(file_name)[0] + ".png")
+companion_path = interhand.companion_path   # where an image's depth and parts PNGs live
 
 
 def shape_path(root, split, capture, frame_idx):
@@ -171,9 +161,9 @@ def make_rig(rng, centre, names, style="studio"):
     az, el = np.radians(rng.uniform(-75.0, 75.0)), np.radians(rng.uniform(-45.0, 45.0))
     direction = np.array([np.sin(az) * np.cos(el), -np.sin(el), -np.cos(az) * np.cos(el)])
     campos = centre + direction * rng.uniform(*params["distance"])
-    z = _normalize(centre + rng.normal(0.0, 15.0, 3) - campos)
-    x = _normalize(np.cross(down, z))
-    camrot = _rot(2, rng.normal(0.0, 0.1)) @ np.stack([x, np.cross(z, x), z])
+    z = hand_model.normalize(centre + rng.normal(0.0, 15.0, 3) - campos)
+    x = hand_model.normalize(np.cross(down, z))
+    camrot = hand_model.rotation(2, rng.normal(0.0, 0.1)) @ np.stack([x, np.cross(z, x), z])
     rig[name] = (_f32(campos), _f32(camrot), _f32(focal), _f32(princpt), (w, h),
                  bool(rng.random() < params["grey"]))
   return rig
@@ -282,7 +272,7 @@ def shade(hits, scene, sides, joints, skins, cloth, light, rng):
   view = -p / np.linalg.norm(p, axis=-1, keepdims=True)
   wrap = light["wrap"]
   diffuse = np.clip((n @ to_light + wrap) / (1.0 + wrap), 0.0, 1.0)
-  half = _normalize(to_light[None] + view)
+  half = hand_model.normalize(to_light[None] + view)
   gloss = np.where(nail, 2.5, 1.0) * np.where(material == hand_shape.CLOTH, 0.3, 1.0)
   spec = light["specular"] * gloss * np.clip(np.sum(n * half, -1), 0.0, 1.0) ** light["shininess"]
   ambient = light["ambient"]
@@ -290,13 +280,13 @@ def shade(hits, scene, sides, joints, skins, cloth, light, rng):
   return colour + 255.0 * spec[:, None]
 
 
-def render_view(scene, sides, joints, present, focal, princpt, size, skins, cloth, grey, seed,
-                style="studio"):
-  """(image uint8 [h, w, 3] BGR, depth uint16 [h, w] mm, parts uint8 [h, w]) of one view.
+def render_view(scene, sides, joints, focal, princpt, size, skins, cloth, grey, seed,
+                style="studio", quality=90):
+  """(image uint8 [h, w, 3] BGR, depth uint16 [h, w] mm, parts uint8 [h, w], JPEG quality) of
+  one view (``quality`` the most the style may use).
 
   scene: the frame's solid in this camera's frame; the appearance depends only on ``seed``.
   """
-  del present
   rng = np.random.default_rng(seed)
   w, h = size
   hits = hand_shape.raycast(scene, focal, princpt, size)
@@ -311,7 +301,7 @@ def render_view(scene, sides, joints, present, focal, princpt, size, skins, clot
   part = np.concatenate([scene.cone_part, scene.triangle_part])
   label = np.where(part > 0, part + 16 * sides, 0)
   parts = np.where(m, label[np.maximum(hits.index, 0)], 0).astype(np.uint8)
-  return image, depth, parts, synthetic_style.jpeg_quality(rng, style, 90)
+  return image, depth, parts, synthetic_style.jpeg_quality(rng, style, quality)
 
 
 def _write(path, data):
@@ -331,8 +321,7 @@ def _encode(ext, array, params=()):
 def _render_job(job):
   """Render one view and write its JPEG, depth and parts PNGs (runs in the worker processes)."""
   paths, quality, style, args = job
-  image, depth, parts, q = render_view(*args, style=style)
-  q = quality if style == "studio" else min(q, quality)
+  image, depth, parts, q = render_view(*args, style=style, quality=quality)
   jpeg = _encode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, q])
   _write(paths[0], jpeg)
   _write(paths[1], _encode(".png", depth, [cv2.IMWRITE_PNG_COMPRESSION, 1]))
@@ -394,7 +383,7 @@ def _plan(num_images, seed, split, views_per_frame, cameras_per_capture, num_cap
   for ci in range(num_captures):
     capture = capture_offset + ci
     subject = capture
-    scale = float(rng.uniform(*HAND_SCALE_RANGE))
+    scale = float(rng.uniform(*hand_model.HAND_SCALE_RANGE))
     skin = synthetic_style.skin(rng)
     scales[subject] = scale
     centre = np.array([0.0, 0.0, 1000.0]) + rng.normal(0.0, 50.0, 3)
@@ -457,7 +446,7 @@ def _plan(num_images, seed, split, views_per_frame, cameras_per_capture, num_cap
         paths = (str(image_dir / file_name), str(companion_path(root, split, file_name, "depth")),
                  str(companion_path(root, split, file_name, "parts")))
         jobs.append((paths, None, style,
-                     (cam_scene, sides, xc, present, focal, princpt, (w, h), skins, cloth, grey,
+                     (cam_scene, sides, xc, focal, princpt, (w, h), skins, cloth, grey,
                       seed_i)))
         type_counts[hand_type] += 1
       done += len(views)

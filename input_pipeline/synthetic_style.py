@@ -163,8 +163,9 @@ def finish(img, rng, style, grey):
 
 
 def jpeg_quality(rng, style, quality):
-  """The JPEG quality of one image: ``quality`` in the studio, 25..80 in the wild."""
-  return int(quality) if style == "studio" else int(rng.integers(25, 81))
+  """The JPEG quality of one image: ``quality`` in the studio, 25..80 (at most ``quality``) in
+  the wild."""
+  return int(quality) if style == "studio" else min(int(rng.integers(25, 81)), int(quality))
 
 
 def skin(rng):

@@ -1,8 +1,9 @@
 """TFDS builder for InterHand2.6M in its official layout (one example per annotation).
 
 Each example keeps the original JPEG bytes, the PNG bytes of the depth map and exact part
-labels where the data has them (the synthetic world; b'' for real InterHand2.6M), the annotation (boxes, 2D/3D joints, validity, hand
-type) and the camera, so that every crop and augmentation happens in the tf.data pipeline.
+labels where the data has them (the synthetic world; b'' for real InterHand2.6M), the annotation
+(boxes, 2D/3D joints, validity, hand type) and the camera, so that every crop and augmentation
+happens in the tf.data pipeline.
 
 The images come from the user's copy (``manual_dir`` = the InterHand2.6M root). Building has two
 passes so that an interrupted build resumes where it stopped:
@@ -44,7 +45,8 @@ INT_FIELDS = ("annotation_id", "image_id", "image_width", "image_height", "captu
               "frame_idx")
 TEXT_FIELDS = ("file_name", "seq_name", "camera", "hand_type")
 # PNG bytes, b'' when the data has none: uint16 depth (mm) and uint8 part labels (0..32).
-BYTES_FIELDS = ("depth", "parts")
+PNG_FIELDS = {"depth": np.uint16, "parts": np.uint8}
+BYTES_FIELDS = tuple(PNG_FIELDS)
 FLOAT_FIELDS = ("hand_type_valid",)
 
 

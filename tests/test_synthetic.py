@@ -115,7 +115,7 @@ def test_the_nearer_hand_occludes_in_image_depth_and_parts():
                              hand_model.hand_joints(np.zeros((5, 4)), left=True)
                              + [0, 0, z_left]])
     image, depth, parts, _ = synthetic_render.render_view(
-        scene, sides, joints, np.array([1, 1]), focal, princpt, (400, 400),
+        scene, sides, joints, focal, princpt, (400, 400),
         np.array([[0, 0, 250.0], [250, 0, 0]]), np.full((2, 3), 128.0), False, [0])
     label = parts[probe[1], probe[0]]
     assert (label - 1) // 16 == winner and label > 0
@@ -271,7 +271,7 @@ def test_images_are_jpegs_of_the_stated_size(generated):
     assert raw[:2] == b"\xff\xd8"
     img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     assert img.shape == (image["height"], image["width"], 3)
-    parts = cv2.imread(str(synthetic_render.companion_path(out / "a", "test",
+    parts = cv2.imread(str(interhand.companion_path(out / "a", "test",
                                                            image["file_name"], "parts")), -1)
     hand = parts > 0
     assert hand.sum() > 100   # the lit hands stand out of the studio's dark background
@@ -388,7 +388,7 @@ def test_the_two_styles_look_different(tmp_path):
     backgrounds = []
     for path in sorted((tmp_path / style / "images").rglob("*.jpg")):
       img = cv2.imread(str(path)).astype(np.float64)
-      depth = cv2.imread(str(synthetic_render.companion_path(
+      depth = cv2.imread(str(interhand.companion_path(
           tmp_path / style, "val", str(path.relative_to(tmp_path / style / "images" / "val")),
           "depth")), cv2.IMREAD_UNCHANGED)
       bg = img[depth == 0]   # no surface: neither hand nor forearm
