@@ -60,6 +60,13 @@ def format_summary(metrics: dict) -> str:
       "hand presence accuracy: " + ("n/a" if metrics["hand_presence_accuracy"] is None
                                     else f"{metrics['hand_presence_accuracy']:.4f}"),
   ]
+  if metrics.get("seg_num_pixels"):
+    def pct(key):
+      return "n/a" if metrics[key] is None else f"{100 * metrics[key]:.1f}%"
+    lines.append(f"part segmentation: hand/background {pct('seg_foreground_accuracy')}, "
+                 f"part {pct('seg_part_accuracy')} of hand pixels, found "
+                 f"{pct('seg_found')}, of those right part {pct('seg_part_either_side')} "
+                 f"and right side {pct('seg_side_accuracy')}, mIoU {pct('seg_miou')}")
   if metrics.get("num_missing"):
     lines.append(f"WARNING: {metrics['num_missing']} annotations without a prediction "
                  f"(first: {metrics['missing_ids']})")

@@ -3,7 +3,9 @@
 ``evaluate`` is what training runs every epoch and what ``python -m dfl_jax.evaluate`` runs in
 model mode (``model_mode.py``): the jitted forward pass on global batches, this process's rows
 gathered across hosts, padding rows dropped, 2.5D decoded to camera coordinates with the GT box
-and GT root depth, and ``metrics.OfficialMetrics`` accumulated (docs/evaluation.md).
+and GT root depth, and ``metrics.OfficialMetrics`` accumulated (docs/evaluation.md); where the
+model has a part segmentation and the batches carry its labels, the segmentation's figures
+(``segmentation.SegmentationMetrics``, ``seg_*`` keys) come with them.
 """
 
 import jax
@@ -12,11 +14,13 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
 from dfl_jax import conventions, parallel
-from dfl_jax.evaluation import metrics
+from dfl_jax.evaluation import metrics, segmentation
 
 # Keys of an evaluation batch that the metrics read.
 EVAL_KEYS = ("joint_cam", "affine", "focal", "princpt", "joint_valid_ann", "hand_type", "mask",
              "hand_presence_valid")
+# Keys that the segmentation figures read, where the batches have them.
+SEG_KEYS = ("segmentation", "segmentation_valid")
 
 
 def make_predict_fn(model, mesh):
@@ -36,12 +40,15 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None):
   ``evaluation.predictions`` (annotation id -> joints_cam_mm, hand_presence, rel_root_depth_mm).
   """
   acc = metrics.OfficialMetrics()
+  seg = segmentation.SegmentationMetrics()
+  scored_seg = False
   for batch in eval_batches:
     images = parallel.to_global(batch, mesh, keys=("images",))["images"]
     out = predict(state.params, state.batch_stats, images)
-    rows = {k: batch[k] for k in EVAL_KEYS + ("annotation_id",)}
+    rows = {k: batch[k] for k in EVAL_KEYS + ("annotation_id",) + SEG_KEYS if k in batch}
     rows.update({f"pred_{k}": parallel.local_rows(v) for k, v in out.items()
-                 if k in ("joints", "rel_root_depth", "hand_presence_logits")})
+                 if k in ("joints", "rel_root_depth", "hand_presence_logits",
+                          "segmentation_logits")})
     if jax.process_count() > 1:
       rows = {k: multihost_utils.process_allgather(np.asarray(v), tiled=True)
               for k, v in rows.items()}
@@ -52,6 +59,10 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None):
     if not real.any():
       continue
     rows = {k: np.asarray(v)[real] for k, v in rows.items()}
+    if "pred_segmentation_logits" in rows and "segmentation" in rows:
+      seg.update(rows["pred_segmentation_logits"], rows["segmentation"],
+                 rows.get("segmentation_valid"))
+      scored_seg = True
     gt_cam = rows["joint_cam"]
     root_depth = gt_cam[:, list(conventions.WRISTS), 2]
     pred_cam = metrics.crop_to_camera(rows["pred_joints"], rows["affine"], rows["focal"],
@@ -70,4 +81,7 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None):
         if rel_root is not None:
           entry["rel_root_depth_mm"] = float(rel_root[i])
         predictions[str(int(rows["annotation_id"][i]))] = entry
-  return acc.result()
+  result = acc.result()
+  if scored_seg:
+    result.update(seg.result())
+  return result
