@@ -1,4 +1,10 @@
-"""Base configuration: the paper's setting (Sec. 4.2). Variants import it and override fields."""
+"""Base configuration: the paper's setting (Sec. 3-4.2). Variants import it and override fields.
+
+Everything here is the paper's or a choice it leaves open (each written beside its field);
+nothing beyond it is on: the extension heads (``model.hand_heads``) are configs/dfl_wild.py's,
+gradient clipping is off, and a run must start from pre-trained weights
+(``train.backbone_init`` or ``train.encoder_init``) unless ``train.from_scratch`` says otherwise.
+"""
 
 import ml_collections
 
@@ -22,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
       num_part_classes=33,            # C_S
       segmentation_hidden=256,
       position_features=256,          # C_P
-      decoder="decoupled",            # Table 1: 'pooled' (id 1) | 'fused' (ids 2-4)
+      decoder="decoupled",            # Table 1: 'pooled' (id 1); ids 2-4: configs/ablation.py
       num_iterations=3,               # T = N - 1 (Table 3)
       num_heads=8,
       attn_dim=256,
@@ -33,11 +39,11 @@ def get_config() -> ml_collections.ConfigDict:
       spr_layers=1,
       pre_norm=True,                  # pre-norm sub-layers (see dfl_jax/network/decoder.py)
       init_relation="appearance",     # Table 2
-      jj_relation="position",         # Table 2
-      ji_relation="both",             # Table 2
+      jj_relation="position",         # Table 2; 'coupled': Table 1 (no decoupling)
+      ji_relation="both",             # Table 2; 'coupled': Table 1 (no decoupling)
       regression_features="position",  # Table 2
       pooled_hidden=1024,
-      hand_heads=True,                # extension: hand presence, relative root depth
+      hand_heads=False,               # extension (configs/dfl_wild.py): presence, root depth
       # Attention kernel (same numbers): 'auto' (cuDNN flash attention on sm_80+ GPUs in
       # bf16/fp16, XLA on other GPUs/TPUs, explicit einsums on CPUs) | 'explicit' | 'xla' |
       # 'cudnn'; see dfl_jax/network/attention.py.
@@ -51,6 +57,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss = ml_collections.ConfigDict(dict(
       alpha=0.5, beta=1.0, tau_uv=1.0, tau_d=3.0, tau_2d=1.0,
       lambda_2d=3.0, lambda_seg=1.0, focal_gamma=2.0, dice_eps=1.0,
+      # L_2D over the T iterations: 'sum' (each iteration its own L_2D) | 'mean' (one term);
+      # the paper says "each iteration" only (dfl_jax/training/losses.py, joint_loss_2d).
+      intermediate_reduction="sum",
+      # Extension heads only (model.hand_heads), not in the paper.
       presence_weight=1.0, root_depth_weight=0.25,
   ))
 
@@ -81,9 +91,11 @@ def get_config() -> ml_collections.ConfigDict:
       learning_rate=1e-4,
       lr_decay_epochs=(24, 35),
       lr_decay_factor=0.1,
-      grad_clip_norm=0.1,             # 0 disables (see dfl_jax/training/state.py)
+      grad_clip_norm=0.0,             # not in the paper: off (> 0 clips the global norm)
+      # Pre-trained weights (Sec. 3.2), one of them unless from_scratch:
       backbone_init="",               # directory written by `python -m dfl_jax.convert_resnet`
       encoder_init="",                # .npz written by `python -m dfl_jax.pretrained_encoder`
+      from_scratch=False,             # True: random weights on purpose
       num_steps=0,                    # > 0 overrides num_epochs
       log_every_steps=50,
       eval_every_steps=0,             # 0: once an epoch

@@ -27,6 +27,7 @@ from configs import tiny
 def get_config():
   config = tiny.get_config()
   config.train.encoder_init = ""      # from scratch
+  config.train.from_scratch = True
   config.train.eval_at_start = False
   config.model.decoder = "pooled"     # its parameters are not exported
   config.model.hand_heads = False

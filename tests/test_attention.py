@@ -159,7 +159,61 @@ def test_fused_kernel_matches_numpy_reference(relation):
   (ref_a, ref_p), _ = _numpy_reference(pn, *map(np.asarray, inputs), relation)
   np.testing.assert_allclose(out_a, ref_a, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(out_p, ref_p, rtol=1e-4, atol=1e-5)
-  assert parts == {"appearance": None, "position": None}  # fused: no logits materialised
+  assert parts == {"appearance": None, "position": None, "coupled": None}  # no logits made
+
+
+def _coupled_reference(p, q_a, q_p, kv_a, kv_p, d):
+  """Table 1's coupled attention in NumPy: the projected position added to the projected
+  appearance of the queries and of the keys, one logit term per head, values per type."""
+  def proj(name, x):
+    return np.einsum("bnc,chd->bnhd", x, p[name]["kernel"]) + p[name]["bias"]
+  q = proj("query_a", q_a) + proj("query_p", q_p)
+  k = proj("key_a", kv_a) + proj("key_p", kv_p)
+  logits = np.zeros((B, H, Q, K))
+  for b in range(B):
+    for h in range(H):
+      logits[b, h] = q[b, :, h] @ k[b, :, h].T / np.sqrt(d)
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  outs = []
+  for s, kv in (("a", kv_a), ("p", kv_p)):
+    agg = np.einsum("bhqk,bkhd->bqhd", w, proj(f"value_{s}", kv))
+    outs.append(np.einsum("bqhd,hdc->bqc", agg, p[f"out_{s}"]["kernel"]) + p[f"out_{s}"]["bias"])
+  return outs, logits
+
+
+@pytest.mark.parametrize("impl", ["explicit", "xla"])
+def test_coupled_relation_against_numpy(impl):
+  """'coupled' (Table 1 baselines): the same parameters as 'both', the logits
+  (Q_a + Q_p)(K_a + K_p)^T / sqrt(d) with the cross terms that decoupling removes, on both the
+  explicit and the fused path."""
+  inner = 16
+  m = DecoupledAttention(num_heads=H, inner_a=inner, inner_p=inner, relation="coupled",
+                         implementation=impl)
+  inputs = _inputs()
+  p = m.init(jax.random.key(1), *inputs)["params"]
+  p = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(2), x.shape), p)
+  both = DecoupledAttention(num_heads=H, inner_a=inner, inner_p=inner, relation="both")
+  assert (jax.tree.map(jnp.shape, both.init(jax.random.key(1), *inputs)["params"])
+          == jax.tree.map(jnp.shape, p))
+  out_a, out_p, parts = m.apply({"params": p}, *inputs, return_logits=impl == "explicit")
+  pn = jax.tree.map(np.asarray, p)
+  (ref_a, ref_p), logits = _coupled_reference(pn, *map(np.asarray, inputs), inner // H)
+  np.testing.assert_allclose(out_a, ref_a, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(out_p, ref_p, rtol=1e-4, atol=1e-5)
+  if impl == "explicit":
+    assert parts["appearance"] is None and parts["position"] is None
+    np.testing.assert_allclose(parts["coupled"], logits, rtol=1e-4, atol=1e-4)
+    assert set(attention_maps(parts)) == {"fused"}
+  # Not the decoupled sum: the cross terms change the output.
+  dec_a, _, _ = both.apply({"params": p}, *inputs)
+  assert not np.allclose(dec_a, out_a, atol=1e-3)
+
+
+def test_coupled_relation_needs_equal_widths():
+  m = DecoupledAttention(num_heads=H, inner_a=INNER_A, inner_p=INNER_P, relation="coupled")
+  with pytest.raises(ValueError, match="must be equal"):
+    m.init(jax.random.key(0), *_inputs())
 
 
 @pytest.mark.parametrize("relation", ["appearance", "position", "both"])

@@ -193,6 +193,11 @@ def test_joint_loss_2d_matches_numpy_and_sums_iterations():
   assert_close(losses.joint_loss_2d(pred_z, target, valid), got)
   assert_close(losses.joint_loss_2d(pred_it, target, valid, tau=3.0),
                np_joint_2d(pred_it, target, valid, tau=3.0))
+  # The other reading of "each iteration" (config.loss.intermediate_reduction='mean').
+  assert_close(losses.joint_loss_2d(pred_it, target, valid, reduction="mean"),
+               np_joint_2d(pred_it, target, valid) / 4)
+  with pytest.raises(ValueError, match="intermediate_reduction"):
+    losses.joint_loss_2d(pred_it, target, valid, reduction="max")
 
 
 def test_joint_loss_2d_zero_iterations():

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from configs import ablation, default, dfl
+from configs import ablation, default, dfl, dfl_wild
 from dfl_jax.tools import summary
 from dfl_jax.training import losses
 from dfl_jax.network.model import create_model
@@ -28,8 +28,11 @@ def test_paper_configuration_shapes_without_compute():
   assert out["joints"].shape == (2, 42, 3)
   assert out["joints_iterations"].shape == (2, 3, 42, 3)
   assert out["segmentation_logits"].shape == (2, 64, 64, 33)
-  assert out["hand_presence_logits"].shape == (2, 2)
-  assert out["rel_root_depth"].shape == (2,)
+  # The paper's configuration has Eq. 11's outputs only; the extension heads are dfl_wild's.
+  assert "hand_presence_logits" not in out and "rel_root_depth" not in out
+  wild, _ = _abstract_outputs(dfl_wild.get_config(), batch=2)
+  assert wild["hand_presence_logits"].shape == (2, 2)
+  assert wild["rel_root_depth"].shape == (2,)
   att = out["attention"]
   assert att["init"].shape == (2, 42, 8, 8)  # initialisation on the coarsest scale
   assert [m["fused"].shape[2:] for m in att["ji"]] == [(16, 16), (32, 32), (64, 64)]
@@ -38,10 +41,12 @@ def test_paper_configuration_shapes_without_compute():
 
 
 def test_paper_configuration_parameter_count():
-  """The paper reports 42M parameters (Table 4); we must land within 42M +/- 3M."""
+  """The paper reports 42M parameters (Table 4); without extension heads we must land within
+  42M +/- 3M."""
   variables = summary.param_shapes(dfl.get_config())
   counts = summary.count_by_module(variables["params"], depth=1)
   total = sum(counts.values())
+  assert "hands" not in counts
   assert 39e6 <= total <= 45e6, total
   assert 23.4e6 < counts["backbone"] < 23.6e6  # torchvision ResNet-50 without fc: 23.51M
   table = summary.format_table(summary.count_by_module(variables["params"], depth=2))
@@ -118,6 +123,34 @@ def test_batchnorm_frozen_or_trainable(trainable):
   assert conv_grad > 0
   assert (bn_grad > 0) == trainable
   assert stats_moved == trainable
+
+
+def test_extension_head_losses_never_reach_the_appearance_features():
+  """configs/dfl_wild.py's heads read concat(stop_gradient(J^a), J^p): their losses train the
+  heads and the position stream, and give no gradient to what only J^a feeds (the last J-I
+  appearance residual and its final norm). The paper's joint losses reach neither either:
+  the final regression reads J^p only (Table 2)."""
+  config = _tiny_config(size=64, hand_heads=True)
+  model = create_model(config.model)
+  batch = _batch(2, 64)
+  v = model.init(jax.random.key(0), batch["images"])
+  last = config.model.num_iterations - 1
+
+  def head_losses(params):
+    out = model.apply({"params": params, "batch_stats": v["batch_stats"]}, batch["images"])
+    return (losses.hand_presence_loss(out["hand_presence_logits"], batch["hand_presence"],
+                                      jnp.ones(2))
+            + losses.root_depth_loss(out["rel_root_depth"], batch["rel_root_depth"],
+                                     jnp.ones(2)))
+
+  def magnitude(tree):
+    return sum(float(np.abs(np.asarray(g)).sum()) for g in jax.tree.leaves(tree))
+
+  grads = jax.jit(jax.grad(head_losses))(v["params"])["decoder"]
+  assert magnitude(grads[f"ji{last}_a"]) == 0.0
+  assert magnitude(grads["final_norm_a"]) == 0.0
+  assert magnitude(grads[f"ji{last}_p"]) > 0.0      # the position stream does get it
+  assert magnitude(jax.jit(jax.grad(head_losses))(v["params"])["hands"]) > 0.0
 
 
 @pytest.mark.slow

@@ -112,6 +112,22 @@ def test_a_nan_loss_applies_no_update_and_stops_naming_the_step(tmp_path):
   ckpt.close()
 
 
+def test_paper_config_without_pretrained_weights_stops_unless_from_scratch(tmp_path):
+  """configs/dfl.py starts from a pre-trained ResNet50-FPN (Sec. 3.2): without a weight file
+  the run stops before anything is rendered or written, saying how to get one."""
+  from configs import dfl  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training import loop, state  # pylint: disable=import-outside-toplevel
+  config = dfl.get_config()
+  with pytest.raises(ValueError, match=r"convert_resnet .*backbone_init.*from_scratch=True"):
+    loop.train_and_evaluate(config, tmp_path / "run")
+  assert not (tmp_path / "run").exists()
+  for field, value in (("backbone_init", "dir"), ("encoder_init", "f.npz"),
+                       ("from_scratch", True)):
+    ok = dfl.get_config()
+    ok.train[field] = value
+    state.check_initialisation(ok)
+
+
 def test_batch_size_must_divide_by_devices():
   import pytest  # pylint: disable=import-outside-toplevel
   from dfl_jax import parallel  # pylint: disable=import-outside-toplevel

@@ -7,13 +7,22 @@ are built from the relationship(s) selected by ``relation`` (paper Eq. 4):
     'position':    A = Q_p K_p^T / sqrt(d_p)                       (J-J, M2)
     'both':        A = Q_a K_a^T / sqrt(d_a) + Q_p K_p^T / sqrt(d_p)  (J-I, M3)
 
+    'coupled':     A = (Q_a + Q_p)(K_a + K_p)^T / sqrt(d)          (Table 1 baselines)
+
 and ONE softmax over the keys gives weights that aggregate each type's own values:
 ``out_a = O_a(softmax(A) V_a)``, ``out_p = O_p(softmax(A) V_p)``. The supplement shows this is
 multi-head attention on the concatenated features with block-diagonal projections
 (``tests/test_attention.py`` checks it numerically against Flax's MultiHeadDotProductAttention).
 
-With ``p=None`` the module is ordinary multi-head attention on one (fused) feature type, which the
-non-decoupled baselines of Table 1 use.
+'coupled' is the non-decoupled attention of the Table 1 baselines: the position is added to the
+queries and the keys after their projections, as DETR adds its positional embeddings, so the
+logits hold the cross terms ``Q_a K_p^T + Q_p K_a^T`` that decoupling removes; values stay per
+type (DETR's values carry no position either). It is multi-head attention on the concatenated
+features with full query/key projections where DFL's are block-diagonal (supplement Eq. 1-3),
+with exactly the parameters of 'both' (``d_a = d_p`` required).
+
+With ``p=None`` the module is ordinary multi-head attention on one feature type (SPR's
+self-attention over the joints).
 
 Fused kernel. When the attention logits are not asked for (training, inference without figures),
 the same numbers come from ONE call of ``jax.nn.dot_product_attention``: per head the query is
@@ -42,7 +51,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-RELATIONS = ("appearance", "position", "both")
+RELATIONS = ("appearance", "position", "both", "coupled")
 IMPLEMENTATIONS = ("auto", "explicit", "xla", "cudnn")
 
 
@@ -93,7 +102,8 @@ class DecoupledAttention(nn.Module):
     relation: which relationship(s) form the logits, see module docstring.
     out_a / out_p: output widths (default: the query widths).
   Returns (out_a, out_p, logits) with logits {'appearance': [B,H,Q,K] or None,
-  'position': ... or None}; out_p is None when the position stream is absent.
+  'position': ... or None, 'coupled': ... or None}; out_p is None when the position stream is
+  absent.
   """
 
   num_heads: int = 8
@@ -111,11 +121,15 @@ class DecoupledAttention(nn.Module):
     if self.relation not in RELATIONS:
       raise ValueError(f"relation must be one of {RELATIONS}, got {self.relation!r}")
     decoupled = q_p is not None
-    use_a = self.relation in ("appearance", "both") or not decoupled
-    use_p = decoupled and self.relation in ("position", "both")
+    coupled = decoupled and self.relation == "coupled"
+    use_a = self.relation in ("appearance", "both", "coupled") or not decoupled
+    use_p = decoupled and self.relation in ("position", "both", "coupled")
     h = self.num_heads
     if self.inner_a % h or (decoupled and self.inner_p % h):
       raise ValueError(f"inner widths {self.inner_a}/{self.inner_p} must divide by {h} heads")
+    if coupled and self.inner_a != self.inner_p:
+      raise ValueError(f"'coupled' adds the projected types: inner widths {self.inner_a} and "
+                       f"{self.inner_p} must be equal")
     da, dp = self.inner_a // h, self.inner_p // h
     batch = q_a.shape[0]
 
@@ -129,12 +143,18 @@ class DecoupledAttention(nn.Module):
          "p": project(kv_p, dp, "key_p") if use_p else None}
     v = {"a": project(kv_a, da, "value_a"),
          "p": project(kv_p, dp, "value_p") if decoupled else None}
+    if coupled:  # the position added to queries and keys (DETR); one logit term
+      q = {"a": q["a"] + q["p"], "p": None}
+      k = {"a": k["a"] + k["p"], "p": None}
+      use_p = False
     qk_width = da * use_a + dp * use_p
     v_width = da + dp * decoupled
     impl = resolve_implementation(self.implementation, self.dtype)
-    parts = {"appearance": None, "position": None}
+    parts = {"appearance": None, "position": None, "coupled": None}
     if return_logits or impl == "explicit":
-      if use_a:
+      if coupled:
+        parts["coupled"] = head_logits(q["a"], k["a"])
+      elif use_a:
         parts["appearance"] = head_logits(q["a"], k["a"])
       if use_p:
         parts["position"] = head_logits(q["p"], k["p"])
@@ -173,7 +193,8 @@ def attention_maps(parts, mask=None):
   """Head-averaged attention maps for figures (paper Fig. 1 and 6).
 
   Returns {'fused': softmax(A_a + A_p), 'appearance': softmax(A_a), 'position': softmax(A_p)}
-  (each [B, Q, K], averaged over heads); a part that was not used is omitted. The
+  (each [B, Q, K], averaged over heads), or {'fused': softmax(A)} for 'coupled' attention (a
+  single term: the types cannot be told apart); a part that was not used is omitted. The
   per-type maps are each part's own softmax: the paper's Fig. 6 shows appearance and position
   maps that each localise the joint on their own.
   """
@@ -182,5 +203,6 @@ def attention_maps(parts, mask=None):
   if present:
     maps["fused"] = jax.nn.softmax(sum(present.values()), axis=-1).mean(axis=1)
   for k, v in present.items():
-    maps[k] = jax.nn.softmax(v, axis=-1).mean(axis=1)
+    if k != "coupled":
+      maps[k] = jax.nn.softmax(v, axis=-1).mean(axis=1)
   return maps

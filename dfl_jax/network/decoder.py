@@ -31,10 +31,15 @@ Choices the paper leaves open (written here so they are findable):
     normalised to the crop and the 256-unit depth range, centred at the crop centre, from a
     small initial kernel so untrained predictions sit near the centre.
 
-Baselines of Table 1 (no decoupling): ``FusedDecoder`` fuses the two feature types by addition
-(tokens = Dense(F^a) + F^p, DETR style) and runs learnable queries through J-I (id 2), J-J + J-I
-(id 3) and SPR (id 4) on that single stream; ``PooledRegressor`` regresses from average-pooled
-encoder features (id 1).
+Baselines of Table 1 (no decoupling). Ids 2-4 are this decoder with ``jj_relation`` and
+``ji_relation`` set to 'coupled' (``attention.py``): the position is added to the queries and
+keys of every J-J and J-I attention after their projections, as DETR adds its positional
+embeddings, so the relationships mix the two types (cross terms ``Q_a K_p^T + Q_p K_a^T``)
+instead of being computed per type and summed. Everything else is DFL's: the initialisation
+stage (Eq. 1-2, which has no projections to couple), the scale schedule, T, the per-type value
+streams, SPR, the heads (on J^p) and the losses; id 2 drops J-J and SPR, id 3 drops SPR
+(``use_jj``, ``use_spr``). configs/ablation.py lists each row's fields. ``PooledRegressor``
+regresses from average-pooled encoder features (id 1).
 """
 
 from typing import Any, Sequence
@@ -123,7 +128,8 @@ class InitialAggregation(nn.Module):
       logits += jnp.einsum("jc,bkc->bjk", q, f_p.astype(jnp.float32)) / jnp.sqrt(f_p.shape[-1])
       logits = jnp.broadcast_to(logits, (f_a.shape[0],) + logits.shape[1:])
     if self.relation not in ("appearance", "position", "both"):
-      raise ValueError(f"init_relation must be appearance|position|both, got {self.relation!r}")
+      raise ValueError(f"init_relation must be appearance|position|both, got {self.relation!r} "
+                       "(the initialisation has no projections to couple; see the module doc)")
     weights = nn.softmax(logits, axis=-1).astype(f_a.dtype)  # [B, 2J, K]
     j_p = (jnp.einsum("bjk,kc->bjc", weights, f_p[0]) if f_p.shape[0] == 1 != f_a.shape[0]
            else jnp.einsum("bjk,bkc->bjc", weights, f_p))
@@ -215,68 +221,7 @@ class DecoupledDecoder(nn.Module):
                                       self.attention_implementation, name="spr")(j_p)
     joints = JointHead(input_hw, name="head_final")(_select(j_a, j_p, self.regression_features))
     out = {"joints": joints, "joints_iterations": _stack(iterations, joints),
-           "joint_features": jnp.concatenate([j_a, j_p.astype(j_a.dtype)], axis=-1)}
-    if return_attention:
-      out["attention"] = attn
-    return out
-
-
-class FusedDecoder(nn.Module):
-  """Table 1 ids 2-4: one fused feature stream (no decoupling)."""
-
-  num_iterations: int = 3
-  num_heads: int = 8
-  width: int = 256
-  dim_ff: int = 1024
-  dropout: float = 0.0
-  multi_scale: bool = True
-  use_jj: bool = True
-  use_spr: bool = True
-  spr_layers: int = 1
-  pre_norm: bool = True
-  attention_implementation: str = "auto"
-  dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, f_a, f_p, input_hw, train: bool = False, return_attention: bool = False):
-    pre = lambda x, name: sublayer_input(x, name, self.pre_norm)
-    res = lambda name: Residual(self.dim_ff, self.dropout, self.pre_norm, self.dtype, name=name)
-    _, scales = scale_schedule(len(f_a), self.num_iterations, self.multi_scale)
-    proj = nn.Dense(self.width, dtype=self.dtype, name="input_proj")
-    batch = f_a[0].shape[0]
-    j = self.param("queries", nn.initializers.normal(1.0), (NUM_JOINTS, self.width),
-                   jnp.float32)
-    j = jnp.broadcast_to(j.astype(self.dtype), (batch,) + j.shape)
-    attn = {"jj": [], "ji": []}
-    iterations = []
-    for t, s in enumerate(scales):
-      if self.use_jj:
-        x = pre(j, f"jj{t}_norm")
-        u, _, parts = DecoupledAttention(
-            self.num_heads, self.width, dtype=self.dtype,
-            implementation=self.attention_implementation, name=f"jj{t}")(
-                x, None, x, None, return_logits=return_attention)
-        j = res(f"jj{t}_res")(j, u, train)
-        if return_attention:
-          attn["jj"].append(attention_maps(parts))
-      tokens = _flatten(proj(f_a[s]) + f_p[s].astype(self.dtype))
-      u, _, parts = DecoupledAttention(
-          self.num_heads, self.width, dtype=self.dtype,
-          implementation=self.attention_implementation, name=f"ji{t}")(
-              pre(j, f"ji{t}_norm"), None, tokens, None, return_logits=return_attention)
-      j = res(f"ji{t}_res")(j, u, train)
-      if return_attention:
-        hw = f_a[s].shape[1:3]
-        attn["ji"].append({k: v.reshape(v.shape[:2] + hw)
-                           for k, v in attention_maps(parts).items()})
-      iterations.append(JointHead(input_hw, name=f"head{t}")(pre(j, f"head{t}_norm")))
-    j = pre(j, "final_norm")
-    if self.use_spr:
-      j = SpatialPositionRefinement(self.spr_layers, self.num_heads, self.dtype,
-                                    self.attention_implementation, name="spr")(j)
-    joints = JointHead(input_hw, name="head_final")(j)
-    out = {"joints": joints, "joints_iterations": _stack(iterations, joints),
-           "joint_features": j}
+           "appearance_features": j_a, "position_features": j_p}
     if return_attention:
       out["attention"] = attn
     return out

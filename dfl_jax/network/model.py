@@ -12,6 +12,7 @@
   hand_presence_logits [B, 2]      (right, left) logits; extension beyond the paper
   rel_root_depth     [B]           Z_left_wrist - Z_right_wrist in 256 depth units
                                    (400 mm range, 128 = 0 mm); extension beyond the paper
+                                   (both with ``hand_heads``: configs/dfl_wild.py, not dfl.py)
   attention          only with ``return_attention=True``: {'init': [B,42,h0,w0],
                      'jj': [{'fused'|'appearance'|'position': [B,42,42]}] per iteration,
                      'ji': [{'fused'|'appearance'|'position': [B,42,h_t,w_t]}] per iteration}
@@ -20,8 +21,9 @@ Encoder (Sec. 3.2): ResNet-50 -> FPN (C_F) -> N scales coarse to fine; part segm
 the finest map, its softmax average-pooled to every scale; F^a_n = concat(FPN_n, S_n);
 F^p_n = Dense(sine encoding). Decoder: ``decoder.py``.
 
-Ablations (each a field, set from ``config.model``): ``decoder`` 'decoupled' | 'fused' | 'pooled'
-with ``use_jj``/``use_spr`` (Table 1 ids 1-4); ``init_relation``, ``jj_relation``,
+Ablations (each a field, set from ``config.model``): ``decoder`` 'decoupled' | 'pooled' (Table 1
+id 1), 'coupled' ``jj_relation``/``ji_relation`` with ``use_jj``/``use_spr`` (Table 1 ids 2-4,
+``decoder.py``); ``init_relation``, ``jj_relation``,
 ``ji_relation``, ``regression_features`` (Table 2); ``num_iterations`` and ``num_scales``
 (Table 3); ``multi_scale`` and ``part_segmentation`` (supplement Table 1).
 """
@@ -34,14 +36,14 @@ import jax
 import jax.numpy as jnp
 
 from dfl_jax.conventions import DEPTH_UNITS, LEFT, RIGHT
-from dfl_jax.network.decoder import HEAD_INIT, DecoupledDecoder, FusedDecoder, PooledRegressor
+from dfl_jax.network.decoder import HEAD_INIT, DecoupledDecoder, PooledRegressor
 from dfl_jax.network.fpn import FPN
 from dfl_jax.network.part_segmentation import (NUM_PART_CLASSES, PartSegmentationHead,
                                                pooled_probabilities)
 from dfl_jax.network.position_encoding import PositionFeatures
 from dfl_jax.network.resnet import ResNet
 
-DECODERS = ("decoupled", "fused", "pooled")
+DECODERS = ("decoupled", "pooled")
 
 
 class HandHeads(nn.Module):
@@ -49,6 +51,9 @@ class HandHeads(nn.Module):
 
   Both read the per-hand mean of the final joint features (or a pooled vector), through one
   hidden layer. Root depth is regressed as (Dense + 0.5) * 256 in the 2.5D depth units.
+  ``DFL`` feeds them ``concat(stop_gradient(J^a), J^p)``: they read the appearance features but
+  never train them, so J^a receives no position target from these losses (the paper regresses
+  from position features only, Sec. 3.3 and Table 2's regression rows).
   """
 
   hidden: int = 256
@@ -101,13 +106,15 @@ class DFL(nn.Module):
   pooled_hidden: int = 1024
   # Speed only (same numbers): attention kernel, see attention.py.
   attention_implementation: str = "auto"
-  # Extensions.
-  hand_heads: bool = True
+  # Extensions (configs/dfl_wild.py; off in the paper's configs/dfl.py).
+  hand_heads: bool = False
   dtype: Any = jnp.float32
 
   def _check(self):
     if self.decoder not in DECODERS:
-      raise ValueError(f"model.decoder must be one of {DECODERS}, got {self.decoder!r}")
+      hint = (" (the Table 1 baselines are now decoder='decoupled' with jj_relation and "
+              "ji_relation 'coupled': configs/ablation.py)" if self.decoder == "fused" else "")
+      raise ValueError(f"model.decoder must be one of {DECODERS}, got {self.decoder!r}{hint}")
     if not 1 <= self.num_scales <= len(self.backbone_stages):
       raise ValueError(f"model.num_scales must be in 1..{len(self.backbone_stages)}, "
                        f"got {self.num_scales}")
@@ -146,8 +153,6 @@ class DFL(nn.Module):
       dec = DecoupledDecoder(attn_dim=self.attn_dim, init_relation=self.init_relation,
                              jj_relation=self.jj_relation, ji_relation=self.ji_relation,
                              regression_features=self.regression_features, **kw)
-    elif self.decoder == "fused":
-      dec = FusedDecoder(width=self.attn_dim, **kw)
     else:
       dec = PooledRegressor(self.pooled_hidden, self.dtype, name="decoder")
     d = dec(f_a, f_p, input_hw, train=train, return_attention=return_attention)
@@ -156,7 +161,12 @@ class DFL(nn.Module):
     if return_attention:
       out["attention"] = d["attention"]
     if self.hand_heads:
-      feats = d.get("joint_features", d.get("pooled_features"))
+      if "pooled_features" in d:
+        feats = d["pooled_features"]
+      else:  # J^a read, not trained (see HandHeads)
+        feats = jnp.concatenate([jax.lax.stop_gradient(d["appearance_features"]),
+                                 d["position_features"].astype(d["appearance_features"].dtype)],
+                                axis=-1)
       out["hand_presence_logits"], out["rel_root_depth"] = HandHeads(
           dtype=self.dtype, name="hands")(feats)
     return out

@@ -117,7 +117,7 @@ def export(net, out_dir, fmt: str = "auto") -> dict:
   record = {"format": fmt, "path": path.name, "input": {
       "name": "images", "shape": [None, net.image_size, net.image_size, 3],
       "dtype": "float32", "range": [0.0, 1.0], "layout": "RGB crops (inference.crop_image)"},
-            "outputs": list(OUTPUTS) if net.config.model.get("hand_heads", True)
+            "outputs": list(OUTPUTS) if net.config.model.get("hand_heads", False)
                        else ["joints"],
             "checkpoint": net.checkpoint, "step": net.step, "config": net.config.to_dict()}
   with open(out_dir / "export.json", "w", encoding="utf-8") as f:

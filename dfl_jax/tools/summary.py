@@ -3,8 +3,9 @@
     python -m dfl_jax.summary --config=configs/dfl.py [--depth 2]
 
 The count is the 'params' collection: every learnable tensor, including the frozen ResNet
-BatchNorm affine parameters (torch counts those as parameters too) and the extension heads; it
-excludes BatchNorm running statistics ('batch_stats'), which torch keeps as buffers.
+BatchNorm affine parameters (torch counts those as parameters too) and the extension heads
+where the configuration has them (configs/dfl_wild.py); it excludes BatchNorm running statistics
+('batch_stats'), which torch keeps as buffers. The rows add up to the total.
 """
 
 import collections

@@ -35,7 +35,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Optional
+from typing import Optional
 
 from absl import logging
 from etils import epath

@@ -23,7 +23,7 @@ import tensorflow as tf
 from dfl_jax import parallel, workdir as workdir_lib
 from dfl_jax.evaluation import runner
 from dfl_jax.training import checkpointing, mixed_precision
-from dfl_jax.training.state import create_optimizer, create_train_state
+from dfl_jax.training.state import check_initialisation, create_optimizer, create_train_state
 from dfl_jax.training.step import TRAIN_KEYS, make_train_step
 from input_pipeline import pipeline, synthetic_dataset
 
@@ -34,6 +34,7 @@ def _num_examples(info, split):
 
 def train_and_evaluate(config, workdir: str):
   """Trains for config.train.num_epochs (or num_steps), evaluating each epoch."""
+  check_initialisation(config)
   parallel.maybe_initialize_distributed(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)

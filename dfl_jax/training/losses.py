@@ -29,6 +29,7 @@ DEFAULT_LOSS_CONFIG = {
     "tau_d": 3.0,
     "tau_2d": 1.0,
     "lambda_2d": 3.0,
+    "intermediate_reduction": "sum",
     "lambda_seg": 1.0,
     "focal_gamma": 2.0,
     "dice_eps": 1.0,
@@ -75,18 +76,31 @@ def joint_loss_25d(pred, target, valid, alpha=0.5, beta=1.0, tau_uv=1.0, tau_d=3
   return alpha * l_uv + beta * l_d
 
 
-def joint_loss_2d(pred_iterations, target, valid, tau=1.0, axis_name=None):
+REDUCTIONS = ("sum", "mean")
+
+
+def joint_loss_2d(pred_iterations, target, valid, tau=1.0, reduction="sum", axis_name=None):
   """Intermediate L_2D (Sec. 3.4.1: Eq. 6 with alpha=1, beta=0, tau1=1) on xy only.
 
-  pred_iterations [B,T,42,3], target [B,42,3], valid [B,42]. The per-iteration losses are SUMMED
-  over the T iterations (as DETR-style auxiliary losses are; the paper supervises "each
-  iteration" without saying how they combine). T = 0 gives 0.
+  pred_iterations [B,T,42,3], target [B,42,3], valid [B,42]. The paper supervises "each
+  iteration" and weights L_2D by lambda_1 = 3 (Eq. 11) without saying how the iterations
+  combine. ``reduction='sum'`` (our reading, the default: each iteration's result carries an
+  L_2D of its own, as DETR-style auxiliary losses do; with T = 3 the intermediate supervision
+  weighs 9 against the final output's alpha = 0.5 on x, y) or ``'mean'`` (L_2D is one term,
+  averaged over the iterations: weight 3 in all); ``config.loss.intermediate_reduction``.
+  T = 0 gives 0.
   """
+  if reduction not in REDUCTIONS:
+    raise ValueError(f"config.loss.intermediate_reduction must be one of {REDUCTIONS}, got "
+                     f"{reduction!r}")
   mask = _mask(valid)[:, None, :, None]  # [B,1,42,1]
   target_uv = _f32(target)[:, None, :, :2]
   diff = jnp.where(mask, _f32(pred_iterations)[..., :2] - target_uv, 0.0)
   n = _safe_count(_mask(valid), axis_name)
-  return jnp.sum(smooth_l1(diff, tau)) / (2.0 * n)
+  total = jnp.sum(smooth_l1(diff, tau)) / (2.0 * n)
+  if reduction == "mean" and pred_iterations.shape[1]:
+    total = total / pred_iterations.shape[1]
+  return total
 
 
 def _seg_inputs(logits, labels, valid):
@@ -206,7 +220,7 @@ def total_loss(predictions, batch, config=None, axis_name=None):
   if "joints_iterations" in predictions:
     terms["loss_2d"] = joint_loss_2d(
         predictions["joints_iterations"], batch["joints"], joint_valid, tau=c("tau_2d"),
-        axis_name=axis_name)
+        reduction=c("intermediate_reduction"), axis_name=axis_name)
     total = total + c("lambda_2d") * terms["loss_2d"]
 
   if "segmentation_logits" in predictions:

@@ -44,14 +44,36 @@ def create_learning_rate_fn(config, steps_per_epoch: int):
 
 
 def create_optimizer(config, steps_per_epoch: int):
-  """Adam (Sec. 4.2) after clipping the global gradient norm at ``train.grad_clip_norm``.
+  """Adam (Sec. 4.2), after clipping the global gradient norm when ``train.grad_clip_norm > 0``.
 
-  The paper does not mention clipping; DETR-family trainers, A2J-Transformer's among them
-  (which DFL follows), clip at 0.1, and without it our gradient norms reach the thousands.
+  The paper does not mention clipping, and configs/dfl.py has none. DETR-family trainers,
+  A2J-Transformer's among them (which DFL follows), clip at 0.1; configs/tiny.py does, because
+  its gradient norms reached the thousands without.
   """
   adam = optax.adam(create_learning_rate_fn(config, steps_per_epoch))
   clip = config.train.get("grad_clip_norm", 0.0)
   return optax.chain(optax.clip_by_global_norm(clip), adam) if clip > 0 else adam
+
+
+def check_initialisation(config):
+  """Stops a run that would start from random weights without asking for it.
+
+  The paper starts from a pre-trained ResNet50-FPN (Sec. 3.2); a run with neither
+  ``train.backbone_init`` (a converted ResNet-50, with its FPN when converted from a torchvision
+  detection model) nor ``train.encoder_init`` must say ``train.from_scratch=True``.
+  """
+  train = config.get("train", {})
+  if train.get("backbone_init", "") or train.get("encoder_init", "") or train.get(
+      "from_scratch", False):
+    return
+  raise ValueError(
+      "config.train names no pre-trained weights: the paper starts from a pre-trained "
+      "ResNet50-FPN (Sec. 3.2). Convert torchvision's COCO-trained fasterrcnn_resnet50_fpn, "
+      "keypointrcnn_resnet50_fpn or maskrcnn_resnet50_fpn state dict (backbone and FPN), or an "
+      "ImageNet ResNet-50 (backbone only), with `python -m dfl_jax.convert_resnet --src FILE "
+      "--out DIR` and pass --config.train.backbone_init=DIR; or pass an encoder file with "
+      "--config.train.encoder_init=FILE.npz; or, to train from random weights on purpose, "
+      "--config.train.from_scratch=True")
 
 
 def load_weight_files(variables, config):
