@@ -10,8 +10,10 @@ $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	# CPU torch for the converter's reference test only (never a package dependency).
-	$(PY) -m pip install -q torch==2.13.0 || echo "torch not installed: the converter test will be skipped"
+	# CPU torch and torchvision for the converters' reference tests only (never package
+	# dependencies). torchvision without its dependencies: it must not replace the CPU torch.
+	$(PY) -m pip install -q torch==2.13.0 || echo "torch not installed: the converter tests will be skipped"
+	$(PY) -m pip install -q --no-deps torchvision==0.28.0 || echo "torchvision not installed: the detector converter test will be skipped"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -1,15 +1,31 @@
-"""Convert a torchvision or timm ResNet-50 state dict into backbone variables.
+"""Convert a torchvision/timm ResNet-50, or a torchvision ResNet50-FPN detector, into weights.
 
-The paper (Sec. 3.2) starts from an ImageNet-pretrained ResNet50-FPN. Nothing is downloaded
-here: the user brings the weights file (``.safetensors`` natively; ``.pth``/``.pt``/``.bin``
-only through torch's weights-only loader, never plain pickle) and gets an orbax checkpoint of
-the tree that goes under ``variables[...]['backbone']``:
+The paper (Sec. 3.2) starts from a pre-trained ResNet50-FPN. Nothing is downloaded here: the
+user brings the weights file (``.safetensors`` natively; ``.pth``/``.pt``/``.bin`` only through
+torch's weights-only loader, never plain pickle) and gets an orbax checkpoint that
+``config.train.backbone_init`` names:
 
-    python -m dfl_jax.convert_resnet --src resnet50.safetensors --out /abs/or/rel/dir
+    python -m dfl_jax.convert_resnet --src resnet50.safetensors --out DIR          # backbone
+    python -m dfl_jax.convert_resnet --src fasterrcnn_resnet50_fpn.pth --out DIR   # + FPN
 
-Keys map one-to-one onto ``dfl_jax.network.resnet.ResNet`` (see its docstring); ``fc.*`` and
-``num_batches_tracked`` are dropped, and one common prefix such as ``module.``, ``model.`` or
-``backbone.`` is stripped. The package never imports torch except lazily for ``.pth`` files.
+Two layouts are recognised:
+
+- a classification ResNet-50 (torchvision ``resnet50``, timm ``resnet50``): keys map one-to-one
+  onto ``dfl_jax.network.resnet.ResNet`` (see its docstring); ``fc.*`` and
+  ``num_batches_tracked`` are dropped, and one common prefix such as ``module.``, ``model.`` or
+  ``backbone.`` is stripped. The file gives the backbone only; the FPN starts at random.
+- a torchvision COCO detector on ResNet50-FPN (``fasterrcnn_resnet50_fpn``,
+  ``keypointrcnn_resnet50_fpn``, ``maskrcnn_resnet50_fpn``, v1): ``backbone.body.*`` is the
+  ResNet as above and ``backbone.fpn.*`` the FPN: ``inner_blocks.{i}`` (1x1 lateral of C2..C5,
+  ``.0.`` in torchvision >= 0.13, without it before) -> ``fpn/lateral{i}``, ``layer_blocks.{i}``
+  (3x3 output) -> ``fpn/output{i}``. The extra max-pool level has no weights and DFL does not
+  use it; ``rpn.*`` and ``roi_heads.*`` are dropped. ``dfl_jax.network.fpn.FPN`` is torchvision's
+  FPN (nearest top-down upsampling, sum, 3x3), so with ``model.fpn_norm=False`` it gives
+  torchvision's outputs; with the default ``fpn_norm=True`` the GroupNorm we add on each output
+  (fpn.py) starts at its initialisation on top of them. Needs ``model.fpn_features=256``.
+
+The checkpoint holds ``{'params', 'batch_stats'}`` of the backbone and, from a detector,
+``{'fpn': {'params'}}``. The package never imports torch except lazily for ``.pth`` files.
 """
 
 import argparse
@@ -24,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from dfl_jax.network import resnet
+from dfl_jax.network import fpn, resnet
 from dfl_jax.weights import encoder_file
 
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin")
@@ -118,6 +134,92 @@ def convert_state_dict(state: Mapping[str, Any], source: Optional[str] = None) -
   return {c: flax.traverse_util.unflatten_dict(f) for c, f in flat.items()}
 
 
+DETECTION_BODY = "backbone.body."
+DETECTION_FPN = "backbone.fpn."
+_DETECTION_HEADS = ("rpn.", "roi_heads.")
+NUM_FPN_LEVELS = 4  # C2..C5
+
+
+def is_detection_state_dict(state: Mapping[str, Any]) -> bool:
+  """True for a torchvision detector's state dict (``backbone.body.*`` and ``backbone.fpn.*``)."""
+  return (any(k.startswith(DETECTION_BODY) for k in state)
+          and any(k.startswith(DETECTION_FPN) for k in state))
+
+
+@functools.lru_cache(maxsize=None)
+def _fpn_layout(features: int = 256):
+  """flax path -> torch shape of ``fpn.FPN(norm=False)``'s parameters on ResNet-50's C2..C5."""
+  widths = [256, 512, 1024, 2048]
+  inputs = [jnp.zeros((1, 64 // 2 ** i, 64 // 2 ** i, c), jnp.float32)
+            for i, c in enumerate(widths)]
+  shapes = jax.eval_shape(fpn.FPN(features, norm=False).init, jax.random.PRNGKey(0), inputs)
+  layout = {}
+  for path, leaf in flax.traverse_util.flatten_dict(
+      flax.core.unfreeze(shapes["params"])).items():
+    shape = tuple(leaf.shape)
+    if path[-1] == "kernel":
+      shape = (shape[3], shape[2], shape[0], shape[1])
+    layout[path] = shape
+  return layout
+
+
+def convert_fpn_state_dict(state: Mapping[str, Any], source: Optional[str] = None) -> dict:
+  """torchvision ``FeaturePyramidNetwork`` state dict (keys ``inner_blocks.*``,
+  ``layer_blocks.*``, no prefix) -> ``fpn.FPN`` params of float32 numpy; errors name the keys."""
+  where = f" in {source}" if source else ""
+  torch_names = {"kernel": "weight", "bias": "bias"}
+  blocks = {"lateral": "inner_blocks", "output": "layer_blocks"}
+  converted, used, errors = {}, set(), []
+  for path, shape in _fpn_layout().items():
+    module, leaf = path
+    kind, level = module.rstrip("0123456789"), module[len(module.rstrip("0123456789")):]
+    names = [f"{blocks[kind]}.{level}.0.{torch_names[leaf]}",
+             f"{blocks[kind]}.{level}.{torch_names[leaf]}"]  # torchvision < 0.13
+    key = next((n for n in names if n in state), None)
+    if key is None:
+      errors.append(f"missing {DETECTION_FPN}{names[0]}{where}")
+      continue
+    value = np.asarray(state[key], np.float32)
+    if value.shape != shape:
+      errors.append(f"{DETECTION_FPN}{key} has shape {value.shape}, expected {shape}{where} "
+                    "(DFL's FPN is 4 levels of 256 channels on ResNet-50)")
+      continue
+    if leaf == "kernel":
+      value = np.transpose(value, (2, 3, 1, 0))
+    converted[path] = np.ascontiguousarray(value)
+    used.add(key)
+  unknown = sorted(set(state) - used)
+  if unknown:
+    errors.append(f"unknown FPN keys{where}: {_list(DETECTION_FPN + k for k in unknown)} "
+                  "(a v2 detector's normalised FPN or extra levels are not supported)")
+  if errors:
+    raise ValueError("not a torchvision ResNet50-FPN (v1) FPN:\n  " + "\n  ".join(errors))
+  return flax.traverse_util.unflatten_dict(converted)
+
+
+def convert_detection_state_dict(state: Mapping[str, Any], source: Optional[str] = None) -> dict:
+  """A torchvision ``*rcnn_resnet50_fpn`` state dict -> the backbone tree of
+  ``convert_state_dict`` plus ``'fpn': {'params': ...}``; the detection heads are dropped."""
+  body = {k[len(DETECTION_BODY):]: v for k, v in state.items() if k.startswith(DETECTION_BODY)}
+  neck = {k[len(DETECTION_FPN):]: v for k, v in state.items() if k.startswith(DETECTION_FPN)}
+  other = sorted(k for k in state if not k.startswith(
+      (DETECTION_BODY, DETECTION_FPN) + _DETECTION_HEADS))
+  if other:
+    where = f" in {source}" if source else ""
+    raise ValueError(f"unknown keys{where} beside backbone.body, backbone.fpn, rpn and "
+                     f"roi_heads: {_list(other)}")
+  tree = convert_state_dict(body, source=f"{source or 'state dict'} ({DETECTION_BODY}*)")
+  tree["fpn"] = {"params": convert_fpn_state_dict(neck, source)}
+  return tree
+
+
+def convert_any_state_dict(state: Mapping[str, Any], source: Optional[str] = None) -> dict:
+  """A detector's state dict (backbone and FPN) or a classification ResNet-50's (backbone)."""
+  if is_detection_state_dict(state):
+    return convert_detection_state_dict(state, source)
+  return convert_state_dict(state, source)
+
+
 def _unwrap(state, source):
   """A checkpoint dict that wraps the weights under 'state_dict' or 'model' -> the weights."""
   for wrapper in ("state_dict", "model"):
@@ -173,35 +275,49 @@ def load_backbone(out_dir: str) -> dict:
 
 
 def merge_backbone(variables: Mapping[str, Any], tree: Mapping[str, Any]) -> dict:
-  """Copy of a full model's ``variables`` with the backbone replaced by ``tree``.
+  """Copy of a full model's ``variables`` with the backbone (and the FPN, when ``tree`` has
+  one) replaced by ``tree``.
 
-  Every collection of ``tree`` must match ``variables[collection]['backbone']`` leaf for leaf
-  (same paths, same shapes); the result keeps the dtypes of ``variables``. The merge is
-  ``encoder_file.merge``'s, for the one module.
+  Every collection of the backbone must match ``variables[collection]['backbone']`` leaf for
+  leaf (same paths, same shapes), and the FPN's convolutions ``variables['params']['fpn']``'s;
+  the FPN's GroupNorms (``model.fpn_norm``, not in torchvision's FPN) keep their initialisation.
+  The result keeps the dtypes of ``variables``. The merge is ``encoder_file.merge``'s.
   """
+  tree = dict(flax.core.unfreeze(tree))
+  neck = tree.pop("fpn", None)
   flat = {f"{collection}/backbone/{key}": value
-          for collection, sub in flax.core.unfreeze(tree).items()
+          for collection, sub in tree.items()
           for key, value in flax.traverse_util.flatten_dict(sub, sep="/").items()}
-  return encoder_file.merge(variables, flat, source="converted backbone")
+  if neck is not None:
+    flat.update({f"params/fpn/{key}": value for key, value in
+                 flax.traverse_util.flatten_dict(neck["params"], sep="/").items()})
+    ours = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables), sep="/")
+    flat.update({k: v for k, v in ours.items()  # our GroupNorms: not in the file
+                 if k.startswith("params/fpn/norm") and k not in flat})
+  return encoder_file.merge(variables, flat, source="config.train.backbone_init (converted "
+                            + ("backbone and FPN)" if neck is not None else "backbone)"))
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(
       prog="python -m dfl_jax.convert_resnet",
-      description="Convert a torchvision/timm ResNet-50 state dict into DFL backbone variables.")
+      description="Convert a torchvision/timm ResNet-50 state dict, or a torchvision "
+                  "*rcnn_resnet50_fpn detector's, into DFL backbone (and FPN) variables.")
   parser.add_argument("--src", required=True,
                       help=".safetensors, or .pth/.pt/.bin (needs torch; weights_only load)")
   parser.add_argument("--out", required=True, help="output directory (orbax checkpoint)")
   parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
   args = parser.parse_args(argv)
   try:
-    tree = convert_state_dict(load_state_dict(args.src), source=args.src)
+    tree = convert_any_state_dict(load_state_dict(args.src), source=args.src)
     out_dir = save_backbone(tree, args.out, force=args.force)
   except (ValueError, ImportError, OSError) as e:
     parser.exit(1, f"error: {e}\n")
   counts = {c: len(jax.tree_util.tree_leaves(t)) for c, t in tree.items()}
-  print(f"converted {sum(counts.values())} tensors ({counts['params']} params, "
-        f"{counts['batch_stats']} batch_stats) from {args.src} -> {out_dir}")
+  what = "backbone and FPN" if "fpn" in tree else "backbone only; the FPN starts at random"
+  print(f"converted {sum(counts.values())} tensors ({counts['params']} backbone params, "
+        f"{counts['batch_stats']} batch_stats, {counts.get('fpn', 0)} FPN params: {what}) "
+        f"from {args.src} -> {out_dir}")
 
 
 def command():
