@@ -12,12 +12,26 @@ Model mode (``model_mode.py``): a trained run on a split of its dataset::
 
 Both print a summary (``report.format_summary``) and write ``metrics.json`` and ``pck.png``; model
 mode also writes ``predictions.json``, which predictions-file mode scores to the same numbers.
+
+Protocols (``protocols.py``, docs/evaluation.md), in either mode:
+
+  --protocol=interhand   the official one (default); --filter=table4 keeps the paper's Table 4
+                         filtered interacting set; --root_depth=FILE uses RootNet-style root
+                         depths instead of the GT's
+  --protocol=intaghand   IntagHand's (one ``mpjpe``); --images=DIR adds its brightness filter,
+                         --gt_joints=FILE scores against MANO-fitted joints you give
+  --protocol=interwild   InterWild's, on the frames of --id_list=aid_human_annot_test.txt
+
+Model mode with any protocol but plain ``interhand`` also needs ``--annotations`` (the official
+JSON files of the split): it scores its ``predictions.json`` against them.
 """
+
+import pathlib
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from dfl_jax.evaluation import predictions, report
+from dfl_jax.evaluation import predictions, protocols, report
 
 
 def define_flags():
@@ -32,6 +46,22 @@ def define_flags():
                                   lock_config=True)
   flags.DEFINE_string("workdir", None, "Model mode: training workdir.")
   flags.DEFINE_string("checkpoint", None, "Model mode: checkpoint (default: latest in workdir).")
+  flags.DEFINE_enum("protocol", "interhand", list(protocols.PROTOCOLS),
+                    "Evaluation protocol (docs/evaluation.md).")
+  flags.DEFINE_enum("filter", "none", list(protocols.FILTERS),
+                    "interhand only: 'table4' = the paper's Table 4 filtered interacting set.")
+  flags.DEFINE_string("images", None, "Folder the annotations' file_name is relative to "
+                      "(ROOT/images/SPLIT): enables the brightness filter of intaghand/table4.")
+  flags.DEFINE_string("id_list", None, "interwild: annotation ids to score, one per line.")
+  flags.DEFINE_string("gt_joints", None, "intaghand: JSON of annotation id -> 42 x 3 camera mm "
+                      "GT joints (e.g. from the MANO fits) replacing joint_3d.")
+  flags.DEFINE_string("root_depth", None, "interhand: RootNet-style root depths (JSON list of "
+                      "{annot_id, abs_depth: [right, left]} or id -> [right, left], mm).")
+
+
+def _protocol_args(FLAGS):  # pylint: disable=invalid-name
+  return dict(protocol=FLAGS.protocol, frame_filter=FLAGS.filter, id_list=FLAGS.id_list,
+              images_dir=FLAGS.images, gt_joints=FLAGS.gt_joints)
 
 
 def main(argv):
@@ -44,13 +74,25 @@ def main(argv):
     # Model mode only: it brings the network, TensorFlow and the data pipeline, which scoring a
     # predictions file does not need.
     from dfl_jax.evaluation import model_mode  # pylint: disable=import-outside-toplevel
+    official = FLAGS.protocol == "interhand" and FLAGS.filter == "none"
+    if not official and not FLAGS.annotations:
+      raise app.UsageError(f"--protocol={FLAGS.protocol} --filter={FLAGS.filter} in model mode "
+                           "needs --annotations (the split's official JSON files)")
+    root_depths = protocols.read_root_depths(FLAGS.root_depth) if FLAGS.root_depth else None
     result = model_mode.evaluate_model(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint,
-                                       FLAGS.split, FLAGS.out)
+                                       FLAGS.split, FLAGS.out, root_depths=root_depths)
+    if not official:
+      result = predictions.evaluate_predictions_file(
+          result["report"]["predictions"], FLAGS.annotations, FLAGS.split,
+          pathlib.Path(result["report"]["metrics"]).parent / FLAGS.protocol,
+          root_depth=FLAGS.root_depth, **_protocol_args(FLAGS))
   else:
     if not FLAGS.predictions or not FLAGS.annotations:
       raise app.UsageError("give --predictions and --annotations (or --config and --workdir)")
     result = predictions.evaluate_predictions_file(FLAGS.predictions, FLAGS.annotations,
-                                                   FLAGS.split, FLAGS.out)
+                                                   FLAGS.split, FLAGS.out,
+                                                   root_depth=FLAGS.root_depth,
+                                                   **_protocol_args(FLAGS))
   print(report.format_summary(result))
   if result.get("report"):
     print(f"report: {result['report']}")

@@ -154,7 +154,8 @@ class OfficialMetrics:
     self.num_two = 0
 
   def update(self, pred_cam, gt_cam, joint_valid, hand_type, mask=None,
-             pred_rel_root_depth_mm=None, presence_logits=None, hand_type_valid=None):
+             pred_rel_root_depth_mm=None, presence_logits=None, hand_type_valid=None,
+             abs_root_depth_mm=None):
     """Adds a batch of N frames.
 
     pred_cam, gt_cam: [N, 42, 3] camera mm (pred back-projected as ``crop_to_camera`` does, or
@@ -173,6 +174,9 @@ class OfficialMetrics:
       ``Z' = pred_cam[41, 2] - gt_cam[41, 2] + gt_cam[20, 2] + pred_rel_root``. It needs
       absolute predictions: frames whose predicted wrist depths are not positive are skipped
       (counted in ``num_mrrpe_skipped``).
+    abs_root_depth_mm: [N, 2] (right, left) wrist depths ``pred_cam`` was back-projected with,
+      when not the GT's: a RootNet-style estimate (the official ``trans_test='rootnet'``); the
+      MRRPE construction above then uses them in place of ``gt_cam[20, 2]``, ``gt_cam[41, 2]``.
     presence_logits: [N, 2] logits of right and left hand presence; the official handedness
       accuracy: ``sigmoid > 0.5`` must match the GT hand type exactly (right: [1, 0], left:
       [0, 1], interacting: [1, 1]), counted on frames with hand_type_valid ([N], default 1).
@@ -215,8 +219,10 @@ class OfficialMetrics:
       rows &= absolute
       if np.any(rows):
         p, g = pred[rows], gt[rows]
+        a = (g[:, [RIGHT_WRIST, LEFT_WRIST], 2] if abs_root_depth_mm is None
+             else np.asarray(abs_root_depth_mm, np.float64).reshape(n, 2)[rows])
         right = p[:, RIGHT_WRIST]
-        depth = p[:, LEFT_WRIST, 2] - g[:, LEFT_WRIST, 2] + g[:, RIGHT_WRIST, 2] + rel[rows]
+        depth = p[:, LEFT_WRIST, 2] - a[:, 1] + a[:, 0] + rel[rows]
         left = p[:, LEFT_WRIST] * (depth / p[:, LEFT_WRIST, 2])[:, None]
         gt_rel = g[:, LEFT_WRIST] - g[:, RIGHT_WRIST]
         err = np.linalg.norm((left - right) - gt_rel, axis=-1)

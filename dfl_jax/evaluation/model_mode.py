@@ -23,7 +23,9 @@ from dfl_jax.network.model import model_for
 from input_pipeline import pipeline, synthetic_dataset
 
 
-def evaluate_model(config, workdir, checkpoint=None, split=None, out_dir=None) -> dict:
+def evaluate_model(config, workdir, checkpoint=None, split=None, out_dir=None,
+                   root_depths=None) -> dict:
+  """Scores a run's checkpoint on a split (module doc); ``root_depths`` as ``runner.evaluate``."""
   parallel.maybe_initialize_distributed(config)
   synthetic_dataset.prepare_data(config, workdir)
   split = split or config.data.get("eval_split", "test")
@@ -43,7 +45,7 @@ def evaluate_model(config, workdir, checkpoint=None, split=None, out_dir=None) -
                              process_count=n, num_batches=num_batches)
   predictions = {}
   result = runner.evaluate(runner.make_predict_fn(model, mesh), state, ds.as_numpy_iterator(),
-                           mesh, predictions=predictions)
+                           mesh, predictions=predictions, root_depths=root_depths)
   result.update(step=int(step), split=split, data_dir=str(config.data.data_dir))
   out = pathlib.Path(out_dir) if out_dir else pathlib.Path(workdir) / "eval" / f"{split}_{step}"
   if jax.process_index() == 0:

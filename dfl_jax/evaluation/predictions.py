@@ -25,9 +25,15 @@ not used but must be finite numbers. Annotations without a prediction are report
 ``num_missing``, ``missing_ids``) and the metrics are over the predicted frames only; ids that
 are not annotations of the split are reported too (``num_unknown``, ``unknown_ids``).
 
-``evaluate_predictions_file`` writes ``metrics.json`` (``OfficialMetrics.result()`` plus the
-counts above) and ``pck.png`` (``report.py``) into its ``out_dir`` (default: the predictions
-file's folder).
+Protocols (``protocol``, ``protocols.py``; docs/evaluation.md): ``interhand`` (the official one,
+the default; ``frame_filter='table4'`` keeps the paper's Table 4 filtered interacting set),
+``intaghand`` (IntagHand's; ``gt_joints`` replaces the GT with MANO-fitted joints the user gives,
+``images_dir`` enables its brightness filter) and ``interwild`` (InterWild's, on the frames of an
+``id_list`` file). ``metrics.json`` names the protocol; ``intaghand`` reports one ``mpjpe``.
+
+``evaluate_predictions_file`` writes ``metrics.json`` (the protocol's result plus the counts
+above) and, for ``interhand``, ``pck.png`` (``report.py``) into its ``out_dir`` (default: the
+predictions file's folder).
 """
 
 import glob
@@ -40,6 +46,7 @@ import numpy as np
 
 from dfl_jax.conventions import NUM_JOINTS
 from dfl_jax.evaluation import metrics as metrics_lib
+from dfl_jax.evaluation import protocols
 from dfl_jax.evaluation.report import write_report
 from input_pipeline import interhand
 
@@ -178,17 +185,91 @@ def load_predictions(path) -> dict[str, dict]:
 
 # ---------------------------------------------------------------- scoring
 
-def score_predictions(predictions: dict, records: list[dict]) -> dict:
-  """Official-protocol metrics of ``predictions`` (``load_predictions``' dict, or its raw JSON
-  content) against reader ``records``. Frames without a prediction are reported, not scored."""
+def load_gt_joints(path) -> dict[str, np.ndarray]:
+  """User-given GT joints (e.g. regressed from the NeuralAnnot MANO fits): a JSON object of
+  annotation id -> 42 x 3 camera mm in the InterHand2.6M joint order; errors name the file."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      raw = json.load(f)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"--gt_joints file not found: {path}") from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise PredictionsFormatError(f"{path}: malformed JSON: {e}") from e
+  if not isinstance(raw, dict) or not raw:
+    raise PredictionsFormatError(f"{path}: expected a JSON object of annotation id -> 42 x 3")
+  out = {}
+  for key, value in raw.items():
+    array = np.asarray(value, np.float64) if isinstance(value, list) else None
+    if array is None or array.shape != (NUM_JOINTS, 3) or not np.all(np.isfinite(array)):
+      raise PredictionsFormatError(f"{path}: id {key!r} must be 42 x 3 finite numbers")
+    out[str(key)] = array
+  return out
+
+
+def select_records(records: list[dict], protocol: str = "interhand", frame_filter: str = "none",
+                   id_list=None, images_dir=None) -> tuple[list[dict], dict]:
+  """The records a protocol scores, and what was left out (counts by reason)."""
+  if protocol not in protocols.PROTOCOLS:
+    raise ValueError(f"--protocol must be one of {protocols.PROTOCOLS}, got {protocol!r}")
+  if frame_filter not in protocols.FILTERS:
+    raise ValueError(f"--filter must be one of {protocols.FILTERS}, got {frame_filter!r}")
+  if frame_filter != "none" and protocol != "interhand":
+    raise ValueError(f"--filter={frame_filter} is a frame filter of the interhand protocol; "
+                     f"{protocol} has its own frames")
+  dropped = {}
+  if protocol == "interwild":
+    if id_list is None:
+      raise ValueError("--protocol=interwild needs --id_list (InterWild's "
+                       "aid_human_annot_test.txt: the human-annotated test subset)")
+    ids = protocols.read_id_list(id_list) if not isinstance(id_list, (set, frozenset)) else id_list
+    kept = [r for r in records if str(r["annotation_id"]) in ids]
+    dropped["not_in_id_list"] = len(records) - len(kept)
+    return kept, dropped
+  if protocol == "intaghand" or frame_filter == "table4":
+    brightness = None
+    if images_dir is not None:
+      brightness = np.array([protocols.image_brightness(
+          pathlib.Path(images_dir) / r["file_name"]) for r in records])
+    keep = protocols.intaghand_frames(
+        [r["hand_type"] for r in records], [float(r["hand_type_valid"]) for r in records],
+        np.stack([np.asarray(r["joint_valid"], np.float64) for r in records]) if records
+        else np.zeros((0, NUM_JOINTS)), brightness)
+    kept = [r for r, k in zip(records, keep) if k]
+    dropped["not_intaghand_frames"] = len(records) - len(kept)
+    return kept, dropped
+  return list(records), dropped
+
+
+def score_predictions(predictions: dict, records: list[dict], protocol: str = "interhand",
+                      frame_filter: str = "none", id_list=None, images_dir=None,
+                      gt_joints=None, root_depths=None) -> dict:
+  """``protocol``'s metrics of ``predictions`` (``load_predictions``' dict, or its raw JSON
+  content) against reader ``records`` (module doc). Frames without a prediction are reported,
+  not scored. ``gt_joints`` (``load_gt_joints``; intaghand only) replaces the GT of the frames
+  it has, all their joints valid; frames it lacks are left out, as IntagHand leaves out frames
+  without MANO fits. ``root_depths`` (``protocols.read_root_depths``; interhand) are the wrist
+  depths the file's joints were back-projected with, when not the GT's (RootNet): MRRPE uses
+  them (``OfficialMetrics.update``)."""
   predictions = parse_predictions(predictions)
+  records, dropped = select_records(records, protocol, frame_filter, id_list, images_dir)
+  if gt_joints is not None:
+    if protocol != "intaghand":
+      raise ValueError("--gt_joints replaces the GT of the intaghand protocol only")
+    with_gt = [dict(r, joint_cam=gt_joints[str(r["annotation_id"])],
+                    joint_valid=np.ones(NUM_JOINTS)) for r in records
+               if str(r["annotation_id"]) in gt_joints]
+    dropped["without_gt_joints"] = len(records) - len(with_gt)
+    records = with_gt
   by_id = {str(r["annotation_id"]): r for r in records}
   scored = [rid for rid in by_id if rid in predictions]
   missing = [rid for rid in by_id if rid not in predictions]
-  unknown = [pid for pid in predictions if pid not in by_id]
+  # Under a selection, predictions of the frames it leaves out are expected, not unknown.
+  unknown = ([pid for pid in predictions if pid not in by_id]
+             if protocol == "interhand" and frame_filter == "none" else [])
   if not scored:
-    raise ValueError(f"no prediction matches an annotation id ({len(predictions)} predictions, "
-                     f"{len(by_id)} annotations; first prediction ids: "
+    raise ValueError(f"no prediction matches an annotation id that {protocol} scores "
+                     f"({len(predictions)} predictions, {len(by_id)} annotations after "
+                     f"selection {dropped}; first prediction ids: "
                      f"{list(predictions)[:NUM_IDS_SHOWN]})")
   if missing:
     warnings.warn(f"{len(missing)} of {len(by_id)} annotations have no prediction (first: "
@@ -205,6 +286,28 @@ def score_predictions(predictions: dict, records: list[dict]) -> dict:
   valid = np.stack([np.asarray(r["joint_valid"], np.float64) for _, r in rows])
   hand_type = [r["hand_type"] for _, r in rows]
   type_valid = np.array([float(r["hand_type_valid"]) for _, r in rows])
+  rel_root = None
+  if any(p["rel_root_depth_mm"] is not None for p, _ in rows):
+    rel_root = np.array([np.nan if p["rel_root_depth_mm"] is None else p["rel_root_depth_mm"]
+                         for p, _ in rows])
+  counts = {
+      "num_annotations": len(by_id),
+      "num_predictions": len(predictions),
+      "num_scored": len(scored),
+      "num_missing": len(missing),
+      "missing_ids": missing[:NUM_IDS_SHOWN],
+      "num_unknown": len(unknown),
+      "unknown_ids": unknown[:NUM_IDS_SHOWN],
+      "num_left_out": dropped,
+  }
+  if protocol == "intaghand":
+    result = protocols.intaghand_mpjpe(pred, gt, valid)
+    result["gt"] = "gt_joints" if gt_joints is not None else "joint_3d"
+    result["brightness_filter"] = images_dir is not None
+    return {"protocol": "intaghand", **result, **counts}
+  if protocol == "interwild":
+    result = protocols.interwild_mpjpe(pred, gt, valid, hand_type, rel_root)
+    return {"protocol": "interwild", **result, **counts}
 
   logits = None
   if any(p["hand_presence"] is not None for p, _ in rows):
@@ -214,38 +317,43 @@ def score_predictions(predictions: dict, records: list[dict]) -> dict:
     with np.errstate(divide="ignore"):
       logits = np.log(probs) - np.log1p(-probs)  # +-inf for 1 and 0: sigmoid gives them back
     type_valid = type_valid * has  # frames without a presence prediction are not counted
-  rel_root = None
-  if any(p["rel_root_depth_mm"] is not None for p, _ in rows):
-    rel_root = np.array([np.nan if p["rel_root_depth_mm"] is None else p["rel_root_depth_mm"]
-                         for p, _ in rows])
 
+  abs_depth = None
+  if root_depths is not None:
+    absent = [rid for rid in scored if rid not in root_depths]
+    if absent:
+      raise ValueError(f"--root_depth has no depth for annotation ids {absent[:NUM_IDS_SHOWN]} "
+                       f"({len(absent)} scored frames)")
+    abs_depth = np.stack([root_depths[rid] for rid in scored])
   accumulator = metrics_lib.OfficialMetrics()
   accumulator.update(pred, gt, valid, hand_type, pred_rel_root_depth_mm=rel_root,
-                     presence_logits=logits, hand_type_valid=type_valid)
+                     presence_logits=logits, hand_type_valid=type_valid,
+                     abs_root_depth_mm=abs_depth)
   result = accumulator.result()
   if result["num_mrrpe_skipped"]:
     warnings.warn(f"{result['num_mrrpe_skipped']} interacting frames with rel_root_depth_mm have "
                   f"non-positive wrist depths (root-relative joints_cam_mm?): left out of MRRPE, "
                   f"which needs absolute coordinates", EvaluationWarning, stacklevel=2)
-  result.update({
-      "num_annotations": len(by_id),
-      "num_predictions": len(predictions),
-      "num_scored": len(scored),
-      "num_missing": len(missing),
-      "missing_ids": missing[:NUM_IDS_SHOWN],
-      "num_unknown": len(unknown),
-      "unknown_ids": unknown[:NUM_IDS_SHOWN],
-  })
+  result.update(counts, filter=frame_filter,
+                root_depth="gt" if root_depths is None else "given")
+  if frame_filter == "table4":
+    result["brightness_filter"] = images_dir is not None
   return result
 
 
 def evaluate_predictions_file(predictions_path, annotations_dir, split: str = "test",
-                              out_dir=None) -> dict:
-  """Loads, scores and writes the report (``out_dir`` default: the predictions' folder)."""
+                              out_dir=None, protocol: str = "interhand",
+                              frame_filter: str = "none", id_list=None, images_dir=None,
+                              gt_joints=None, root_depth=None) -> dict:
+  """Loads, scores under ``protocol`` and writes the report (``out_dir`` default: the
+  predictions' folder); ``gt_joints`` and ``root_depth`` are paths (``load_gt_joints``,
+  ``protocols.read_root_depths``)."""
   predictions_path = pathlib.Path(predictions_path)
   records, skipped = load_annotations(annotations_dir, split)
   predictions = load_predictions(predictions_path)
-  result = score_predictions(predictions, records)
+  result = score_predictions(predictions, records, protocol, frame_filter, id_list, images_dir,
+                             load_gt_joints(gt_joints) if gt_joints else None,
+                             protocols.read_root_depths(root_depth) if root_depth else None)
   result.update({
       "split": split,
       "predictions_file": os.fspath(predictions_path.resolve()),

@@ -34,24 +34,24 @@ def plot_pck(metrics: dict, path) -> None:
 
 
 def write_report(metrics: dict, out_dir) -> dict[str, pathlib.Path]:
-  """Writes ``metrics.json`` and ``pck.png`` into ``out_dir`` (created); returns their paths."""
+  """Writes ``metrics.json`` and (for a protocol with PCK) ``pck.png`` into ``out_dir``
+  (created); returns their paths."""
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  paths = {"metrics": out_dir / "metrics.json", "pck": out_dir / "pck.png"}
+  paths = {"metrics": out_dir / "metrics.json"}
   with open(paths["metrics"], "w", encoding="utf-8") as f:
     json.dump(metrics, f, indent=2)
     f.write("\n")
-  plot_pck(metrics, paths["pck"])
+  if "pck" in metrics:
+    paths["pck"] = out_dir / "pck.png"
+    plot_pck(metrics, paths["pck"])
   return paths
 
 
-def format_summary(metrics: dict) -> str:
-  """A few lines for the console."""
-  def mm(x):
-    return "n/a" if x is None else f"{x:.2f} mm"
-
-  lines = [
-      f"protocol: {metrics['protocol']}",
+def _official_lines(metrics: dict, mm) -> list[str]:
+  return [
+      f"protocol: {metrics['protocol']}"
+      + (f" ({metrics['filter']} frames)" if metrics.get("filter", "none") != "none" else ""),
       f"MPJPE single {mm(metrics['mpjpe_single'])} ({metrics['num_single']} frames), "
       f"two {mm(metrics['mpjpe_two'])} ({metrics['num_two']} frames), "
       f"all {mm(metrics['mpjpe_all'])}",
@@ -60,6 +60,24 @@ def format_summary(metrics: dict) -> str:
       "hand presence accuracy: " + ("n/a" if metrics["hand_presence_accuracy"] is None
                                     else f"{metrics['hand_presence_accuracy']:.4f}"),
   ]
+
+
+def format_summary(metrics: dict) -> str:
+  """A few lines for the console, for any protocol (``protocols.py``)."""
+  def mm(x):
+    return "n/a" if x is None else f"{x:.2f} mm"
+
+  if "mpjpe" in metrics:  # one-figure protocols (intaghand)
+    lines = [f"protocol: {metrics['protocol']}",
+             f"MPJPE {mm(metrics['mpjpe'])} (left {mm(metrics.get('mpjpe_left'))}, right "
+             f"{mm(metrics.get('mpjpe_right'))}; {metrics['num_frames']} frames)"]
+  elif "auc" not in metrics:  # interwild
+    lines = [f"protocol: {metrics['protocol']}",
+             f"MPJPE single {mm(metrics['mpjpe_single'])}, two {mm(metrics['mpjpe_two'])}, "
+             f"all {mm(metrics['mpjpe_all'])} ({metrics['num_frames']} frames)",
+             f"MRRPE: {mm(metrics['mrrpe'])} ({metrics['num_mrrpe']} frames)"]
+  else:
+    lines = _official_lines(metrics, mm)
   if metrics.get("seg_num_pixels"):
     def pct(key):
       return "n/a" if metrics[key] is None else f"{100 * metrics[key]:.1f}%"

@@ -30,7 +30,7 @@ def make_predict_fn(model, mesh):
   return jax.jit(predict, out_shardings=out_sharding)
 
 
-def evaluate(predict, state, eval_batches, mesh, predictions=None):
+def evaluate(predict, state, eval_batches, mesh, predictions=None, root_depths=None):
   """Official InterHand2.6M metrics (GT box and GT root depth) over the evaluation split.
 
   Depth is decoded from the model's 256-unit range whatever the input size
@@ -38,6 +38,10 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None):
 
   With a dict as ``predictions``, it is filled in the predictions-file format of
   ``evaluation.predictions`` (annotation id -> joints_cam_mm, hand_presence, rel_root_depth_mm).
+
+  ``root_depths`` (annotation id -> [right_mm, left_mm], ``protocols.read_root_depths``: a
+  RootNet-style estimate) replaces the GT root depths of the back-projection (the official
+  ``trans_test='rootnet'``); a frame without an entry is an error naming it.
   """
   acc = metrics.OfficialMetrics()
   seg = segmentation.SegmentationMetrics()
@@ -65,6 +69,13 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None):
       scored_seg = True
     gt_cam = rows["joint_cam"]
     root_depth = gt_cam[:, list(conventions.WRISTS), 2]
+    if root_depths is not None:
+      ids = [str(int(i)) for i in rows["annotation_id"]]
+      absent = [i for i in ids if i not in root_depths]
+      if absent:
+        raise ValueError(f"--root_depth has no depth for annotation ids {absent[:10]} "
+                         f"({len(absent)} in this batch)")
+      root_depth = np.stack([root_depths[i] for i in ids])
     pred_cam = metrics.crop_to_camera(rows["pred_joints"], rows["affine"], rows["focal"],
                                       rows["princpt"], root_depth)
     rel_root = (conventions.depth_units_to_mm(np.asarray(rows["pred_rel_root_depth"]))
@@ -72,7 +83,8 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None):
     presence = rows.get("pred_hand_presence_logits")
     acc.update(pred_cam, gt_cam, rows["joint_valid_ann"], rows["hand_type"],
                pred_rel_root_depth_mm=rel_root, presence_logits=presence,
-               hand_type_valid=rows["hand_presence_valid"])
+               hand_type_valid=rows["hand_presence_valid"],
+               abs_root_depth_mm=root_depth if root_depths is not None else None)
     if predictions is not None:
       for i in range(len(pred_cam)):
         entry = {"joints_cam_mm": pred_cam[i].tolist()}
@@ -82,6 +94,7 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None):
           entry["rel_root_depth_mm"] = float(rel_root[i])
         predictions[str(int(rows["annotation_id"][i]))] = entry
   result = acc.result()
+  result["root_depth"] = "gt" if root_depths is None else "given"
   if scored_seg:
     result.update(seg.result())
   return result
