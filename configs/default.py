@@ -17,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict(dict(
       backbone_stages=(3, 4, 6, 3),   # ResNet-50
       backbone_width=64,
-      # BatchNorm: None = frozen with an ImageNet backbone (train.backbone_init, as DETR-family
+      # BatchNorm: None = frozen with a converted backbone (train.backbone_init, as DETR-family
       # backbones do), trained otherwise; True/False force it.
       trainable_bn=None,
       fpn_features=256,               # C_F

@@ -29,6 +29,23 @@ def test_each_variant_changes_only_its_rows_fields(name):
   assert named or name == "table3_iter3"
 
 
+# Table 1 as the paper's rows read (Sec. 4.3.1), written out here rather than taken from
+# configs/ablation.py: what each id changes in configs/dfl.py.
+TABLE1_ROWS = {
+    "table1_id1": {"model.decoder": "pooled"},
+    "table1_id2": {"model.ji_relation": "coupled", "model.use_jj": False, "model.use_spr": False},
+    "table1_id3": {"model.ji_relation": "coupled", "model.jj_relation": "coupled",
+                   "model.use_spr": False},
+    "table1_id4": {"model.ji_relation": "coupled", "model.jj_relation": "coupled"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(TABLE1_ROWS))
+def test_table1_rows_are_the_papers(name):
+  paper, variant = _flat_config(dfl.get_config()), _flat_config(ablation.get_config(name))
+  assert {k: variant[k] for k in paper if paper[k] != variant[k]} == TABLE1_ROWS[name]
+
+
 def _modules(shapes, depth=2):
   return {"/".join(k.split("/")[:depth]) for k in shapes}
 

@@ -67,18 +67,34 @@ def _intaghand_reference(preds, records):
 
 
 def test_intaghand_matches_an_independent_implementation(records, tmp_path):
+  """Some joints made invalid (the fixture's interacting frames have all 42 valid), unevenly
+  between the hands, so that only-valid-joints and (left + right) / 2 are both exercised; a
+  frame whose left middle MCP is invalid drops out."""
+  records = [dict(r) for r in records]
+  inter = [i for i, r in enumerate(records) if r["hand_type"] == "interacting"]
+  valid = np.asarray(records[inter[0]]["joint_valid"], np.float64).copy()
+  valid[[21, 22, 23, 25, 26, 27, 29]] = 0     # 7 left-hand joints, none the root or the wrist
+  records[inter[0]]["joint_valid"] = valid
   preds = _perturbed(records)
-  path = tmp_path / "pred.json"
-  path.write_text(json.dumps(preds))
-  folder = records[0]["image_path"].rsplit("/", 1)[0]
-  result = scoring.evaluate_predictions_file(path, folder, protocol="intaghand",
-                                             out_dir=tmp_path / "out")
+  result = scoring.score_predictions(preds, records, protocol="intaghand")
   ref = _intaghand_reference(preds, records)
   assert result["protocol"] == "intaghand"
   assert result["num_scored"] == 2          # the two interacting fixture frames
   assert abs(result["mpjpe"] - ref) < 1e-3, (result["mpjpe"], ref)
-  saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
-  assert saved["protocol"] == "intaghand" and abs(saved["mpjpe"] - ref) < 1e-3
+  pooled = np.mean([result["mpjpe_left"], result["mpjpe_right"]])
+  assert abs(result["mpjpe"] - pooled) < 1e-9
+  aligned, gt = protocols.intaghand_align(
+      np.stack([preds[str(records[i]["annotation_id"])]["joints_cam_mm"] for i in inter]),
+      np.stack([records[i]["joint_cam"] for i in inter]))
+  v = np.stack([records[i]["joint_valid"] for i in inter]) > 0
+  all_pooled = np.linalg.norm(aligned - gt, axis=-1)[v].mean()
+  assert abs(all_pooled - result["mpjpe"]) > 1e-3   # not one mean over all 42 x frames
+  invalid_root = np.asarray(records[inter[1]]["joint_valid"], np.float64).copy()
+  invalid_root[21 + 11] = 0
+  records[inter[1]]["joint_valid"] = invalid_root
+  one = scoring.score_predictions(preds, records, protocol="intaghand")
+  assert one["num_scored"] == 1
+  assert abs(one["mpjpe"] - _intaghand_reference(preds, records)) < 1e-3
   # The scale normalisation matters: the official protocol gives another number.
   official = scoring.score_predictions(preds, records)
   assert abs(official["mpjpe_two"] - result["mpjpe"]) > 0.1
@@ -231,3 +247,5 @@ def test_cli_names_the_protocol(records, tmp_path, capsys):
   out = capsys.readouterr().out
   assert "protocol: intaghand" in out and "MPJPE" in out
   assert not (tmp_path / "out" / "pck.png").exists()
+  saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+  assert saved["protocol"] == "intaghand" and saved["mpjpe"] > 0

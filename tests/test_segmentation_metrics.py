@@ -76,7 +76,7 @@ def test_nothing_counted_and_bad_input():
   seg.update(np.zeros((2, 3, 3, 33)), np.zeros((2, 3, 3), int), valid=[0, 0])
   r = seg.result()
   assert r["seg_num_pixels"] == 0 and r["seg_part_accuracy"] is None and r["seg_miou"] is None
-  with pytest.raises(ValueError, match="do not match"):
+  with pytest.raises(ValueError, match="do not match the predictions"):
     seg.update(np.zeros((2, 3, 3, 33)), np.zeros((2, 3, 4), int))
   with pytest.raises(ValueError, match=r"\[0, 33\)"):
     seg.update(np.zeros((1, 1, 1, 33)), np.full((1, 1, 1), 33))

@@ -149,13 +149,14 @@ def test_untrained_evaluation_and_a_failed_evaluation_keep_the_checkpoint(tmp_pa
   config.data.synthetic_sizes = "train:8,val:2"
   config.data.image_size, config.train.batch_size, config.data.shuffle_buffer = 64, 4, 8
   config.train.update(num_steps=2, eval_every_steps=2, eval_at_start=True, log_every_steps=1)
-  real, calls = runner.evaluate, []
+  real, calls, results = runner.evaluate, [], []
 
   def evaluate_then_fail(*args, **kwargs):
     calls.append(len(calls))
     if len(calls) > 1:
       raise RuntimeError("evaluation broke")
-    return real(*args, **kwargs)
+    results.append(real(*args, **kwargs))
+    return results[-1]
 
   monkeypatch.setattr(runner, "evaluate", evaluate_then_fail)
   try:
@@ -165,5 +166,8 @@ def test_untrained_evaluation_and_a_failed_evaluation_keep_the_checkpoint(tmp_pa
   else:
     raise AssertionError("the failed evaluation did not stop the run")
   assert calls == [0, 1]  # step 0 (untrained), then step 2
+  # The part segmentation is scored from the device's arg-max: 2 val images of 16 x 16 cells.
+  assert results[0]["seg_num_pixels"] == 2 * 16 * 16
+  assert 0.0 <= results[0]["seg_part_accuracy"] <= 1.0
   step, state = workdir.restore_run(tmp_path, None, workdir.abstract_train_state(config))
   assert step == 2 and int(state.step) == 2

@@ -81,7 +81,7 @@ def main(argv):
     root_depths = protocols.read_root_depths(FLAGS.root_depth) if FLAGS.root_depth else None
     result = model_mode.evaluate_model(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint,
                                        FLAGS.split, FLAGS.out, root_depths=root_depths)
-    if not official:
+    if not official and result.get("report"):  # process 0 wrote predictions.json
       result = predictions.evaluate_predictions_file(
           result["report"]["predictions"], FLAGS.annotations, FLAGS.split,
           pathlib.Path(result["report"]["metrics"]).parent / FLAGS.protocol,

@@ -251,6 +251,9 @@ def score_predictions(predictions: dict, records: list[dict], protocol: str = "i
   depths the file's joints were back-projected with, when not the GT's (RootNet): MRRPE uses
   them (``OfficialMetrics.update``)."""
   predictions = parse_predictions(predictions)
+  if root_depths is not None and (protocol != "interhand"):
+    raise ValueError(f"--root_depth is for --protocol=interhand (its MRRPE); {protocol} uses "
+                     "the GT root depths")
   records, dropped = select_records(records, protocol, frame_filter, id_list, images_dir)
   if gt_joints is not None:
     if protocol != "intaghand":

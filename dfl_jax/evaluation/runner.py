@@ -10,6 +10,7 @@ model has a part segmentation and the batches carry its labels, the segmentation
 
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
@@ -24,8 +25,13 @@ SEG_KEYS = ("segmentation", "segmentation_valid")
 
 
 def make_predict_fn(model, mesh):
+  """The jitted forward pass; the part segmentation comes back as its arg-max classes
+  (``segmentation_pred``, int8), not as [B, H/4, W/4, 33] float logits."""
   def predict(params, batch_stats, images):
-    return model.apply({"params": params, "batch_stats": batch_stats}, images, train=False)
+    out = model.apply({"params": params, "batch_stats": batch_stats}, images, train=False)
+    if "segmentation_logits" in out:
+      out["segmentation_pred"] = jnp.argmax(out.pop("segmentation_logits"), -1).astype(jnp.int8)
+    return out
   out_sharding = NamedSharding(mesh, P(parallel.AXIS))
   return jax.jit(predict, out_shardings=out_sharding)
 
@@ -52,7 +58,7 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None, root_depths=N
     rows = {k: batch[k] for k in EVAL_KEYS + ("annotation_id",) + SEG_KEYS if k in batch}
     rows.update({f"pred_{k}": parallel.local_rows(v) for k, v in out.items()
                  if k in ("joints", "rel_root_depth", "hand_presence_logits",
-                          "segmentation_logits")})
+                          "segmentation_pred", "segmentation_logits")})
     if jax.process_count() > 1:
       rows = {k: multihost_utils.process_allgather(np.asarray(v), tiled=True)
               for k, v in rows.items()}
@@ -63,7 +69,11 @@ def evaluate(predict, state, eval_batches, mesh, predictions=None, root_depths=N
     if not real.any():
       continue
     rows = {k: np.asarray(v)[real] for k, v in rows.items()}
-    if "pred_segmentation_logits" in rows and "segmentation" in rows:
+    if "pred_segmentation_pred" in rows and "segmentation" in rows:
+      seg.update_predicted(rows["pred_segmentation_pred"], rows["segmentation"],
+                           rows.get("segmentation_valid"))
+      scored_seg = True
+    elif "pred_segmentation_logits" in rows and "segmentation" in rows:
       seg.update(rows["pred_segmentation_logits"], rows["segmentation"],
                  rows.get("segmentation_valid"))
       scored_seg = True

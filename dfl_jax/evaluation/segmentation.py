@@ -37,19 +37,25 @@ class SegmentationMetrics:
     """Adds a batch. logits: [N, H, W, C]; labels: [N, H, W] ints in [0, C); valid: [N]
     (rows with 0, padding or frames without labels, are ignored)."""
     logits = np.asarray(logits)
-    labels = np.asarray(labels).astype(np.int64)
     if logits.ndim != 4 or logits.shape[-1] != self.num_classes:
       raise ValueError(f"segmentation logits must be [N, H, W, {self.num_classes}], got "
                        f"{logits.shape}")
-    if labels.shape != logits.shape[:3]:
-      raise ValueError(f"segmentation labels {labels.shape} do not match logits "
-                       f"{logits.shape}")
+    self.update_predicted(logits.argmax(axis=-1), labels, valid)
+
+  def update_predicted(self, predicted, labels, valid=None):
+    """Adds a batch of predicted classes [N, H, W] (the logits' arg-max, taken where they are:
+    ``runner.make_predict_fn`` does it on the device so that only labels travel)."""
+    predicted = np.asarray(predicted).astype(np.int64)
+    labels = np.asarray(labels).astype(np.int64)
+    if labels.shape != predicted.shape or labels.ndim != 3:
+      raise ValueError(f"segmentation labels {labels.shape} do not match the predictions "
+                       f"{predicted.shape} ([N, H, W])")
     if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
       raise ValueError(f"segmentation labels must lie in [0, {self.num_classes}), got "
                        f"[{labels.min()}, {labels.max()}]")
     rows = (np.ones(labels.shape[0], bool) if valid is None
             else np.asarray(valid).reshape(labels.shape[0]) > 0)
-    pred = logits[rows].argmax(axis=-1).astype(np.int64).ravel()
+    pred = predicted[rows].ravel()
     gt = labels[rows].ravel()
     self.counts += np.bincount(gt * self.num_classes + pred,
                                minlength=self.num_classes ** 2).reshape(self.counts.shape)

@@ -51,9 +51,12 @@ class HandHeads(nn.Module):
 
   Both read the per-hand mean of the final joint features (or a pooled vector), through one
   hidden layer. Root depth is regressed as (Dense + 0.5) * 256 in the 2.5D depth units.
-  ``DFL`` feeds them ``concat(stop_gradient(J^a), J^p)``: they read the appearance features but
-  never train them, so J^a receives no position target from these losses (the paper regresses
-  from position features only, Sec. 3.3 and Table 2's regression rows).
+  ``DFL`` feeds them ``concat(stop_gradient(J^a), J^p)``: they read the final appearance
+  features but give them no gradient, so J^a is not regressed onto a position target (the paper
+  regresses from position features only, Sec. 3.3 and Table 2's regression rows). Like the
+  paper's own joint losses, their gradient still reaches the appearance side through the
+  attention weights that form J^p (the J-I logits use both types). With ``decoder='pooled'``
+  (Table 1 id 1) they read the pooled encoder features and train the encoder directly.
   """
 
   hidden: int = 256

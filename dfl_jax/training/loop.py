@@ -34,9 +34,11 @@ def _num_examples(info, split):
 
 def train_and_evaluate(config, workdir: str):
   """Trains for config.train.num_epochs (or num_steps), evaluating each epoch."""
-  check_initialisation(config)
-  parallel.maybe_initialize_distributed(config)
   workdir = pathlib.Path(workdir)
+  checkpoints = workdir / workdir_lib.CHECKPOINTS
+  if not (checkpoints.is_dir() and any(checkpoints.iterdir())):  # a resumed run has weights
+    check_initialisation(config)
+  parallel.maybe_initialize_distributed(config)
   workdir.mkdir(parents=True, exist_ok=True)
   synthetic_dataset.prepare_data(config, workdir)
   workdir_lib.save_config(config, workdir)

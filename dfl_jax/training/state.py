@@ -3,9 +3,9 @@
 Optimiser (paper Sec. 4.2): Adam, lr 1e-4, x0.1 at epochs 24 and 35, 50 epochs, global batch 64.
 
 Weight files are merged here, when the state is created, and nowhere else: the network
-(``dfl_jax.network``) only initialises at random. ``config.train.backbone_init`` names an
-ImageNet ResNet-50 converted by ``python -m dfl_jax.convert_resnet`` (Sec. 3.2: a pre-trained
-backbone); ``config.train.encoder_init`` an encoder file of ``python -m
+(``dfl_jax.network``) only initialises at random. ``config.train.backbone_init`` names a
+ResNet50-FPN (a torchvision COCO detector: backbone and FPN) or an ImageNet ResNet-50 (backbone)
+converted by ``python -m dfl_jax.convert_resnet`` (Sec. 3.2: a pre-trained ResNet50-FPN); ``config.train.encoder_init`` an encoder file of ``python -m
 dfl_jax.pretrained_encoder``, merged after it. A state to restore a checkpoint into reads
 neither (``weight_files=False``; ``dfl_jax.workdir``).
 
@@ -68,10 +68,12 @@ def check_initialisation(config):
     return
   raise ValueError(
       "config.train names no pre-trained weights: the paper starts from a pre-trained "
-      "ResNet50-FPN (Sec. 3.2). Convert torchvision's COCO-trained fasterrcnn_resnet50_fpn, "
-      "keypointrcnn_resnet50_fpn or maskrcnn_resnet50_fpn state dict (backbone and FPN), or an "
-      "ImageNet ResNet-50 (backbone only), with `python -m dfl_jax.convert_resnet --src FILE "
-      "--out DIR` and pass --config.train.backbone_init=DIR; or pass an encoder file with "
+      "ResNet50-FPN (Sec. 3.2). On a machine with internet, save torchvision's COCO-trained "
+      "detector: torch.save(torchvision.models.detection.fasterrcnn_resnet50_fpn("
+      "weights='DEFAULT').state_dict(), 'r50_fpn.pth') (keypointrcnn_/maskrcnn_resnet50_fpn "
+      "work too; an ImageNet ResNet-50 gives the backbone only), convert it with "
+      "`python -m dfl_jax.convert_resnet --src r50_fpn.pth --out DIR` and pass "
+      "--config.train.backbone_init=DIR; or pass an encoder file with "
       "--config.train.encoder_init=FILE.npz; or, to train from random weights on purpose, "
       "--config.train.from_scratch=True")
 
