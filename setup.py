@@ -45,6 +45,7 @@ setup(
         "opencv-python-headless>=4.9",
         "scikit-image>=0.22",  # marching cubes of the synthetic hands' shapes
         "safetensors>=0.4",
+        "plyfile>=1.0",  # HIC's hand meshes (dfl_jax/evaluation/hic.py)
         "tensorflow-cpu>=2.16; platform_machine=='x86_64'",
         "tensorflow>=2.16; platform_machine!='x86_64'",
         "tensorflow-datasets>=4.9.6",

@@ -21,6 +21,8 @@ Protocols (``protocols.py``, docs/evaluation.md), in either mode:
   --protocol=intaghand   IntagHand's (one ``mpjpe``); --images=DIR adds its brightness filter,
                          --gt_joints=FILE scores against MANO-fitted joints you give
   --protocol=interwild   InterWild's, on the frames of --id_list=aid_human_annot_test.txt
+  --protocol=hic         the paper's Table 5 on HIC (``hic.py``): --predictions keyed by HIC
+                         annotation ids, --hic=HIC.json, --mano_regressor=J_regressor.npy
 
 Model mode with any protocol but plain ``interhand`` also needs ``--annotations`` (the official
 JSON files of the split): it scores its ``predictions.json`` against them.
@@ -31,7 +33,7 @@ import pathlib
 from absl import app, flags
 from ml_collections import config_flags
 
-from dfl_jax.evaluation import predictions, protocols, report
+from dfl_jax.evaluation import hic, predictions, protocols, report
 
 
 def define_flags():
@@ -55,6 +57,8 @@ def define_flags():
   flags.DEFINE_string("id_list", None, "interwild: annotation ids to score, one per line.")
   flags.DEFINE_string("gt_joints", None, "intaghand: JSON of annotation id -> 42 x 3 camera mm "
                       "GT joints (e.g. from the MANO fits) replacing joint_3d.")
+  flags.DEFINE_string("hic", None, "hic: InterWild's HIC.json (meshes beside it).")
+  flags.DEFINE_string("mano_regressor", None, "hic: MANO's J_regressor as a [16, 778] .npy.")
   flags.DEFINE_string("root_depth", None, "interhand: RootNet-style root depths (JSON list of "
                       "{annot_id, abs_depth: [right, left]} or id -> [right, left], mm).")
 
@@ -68,7 +72,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
-  if FLAGS.config is not None:
+  if FLAGS.protocol == "hic":
+    if not (FLAGS.predictions and FLAGS.hic and FLAGS.mano_regressor):
+      raise app.UsageError("--protocol=hic needs --predictions (keyed by HIC annotation ids), "
+                           "--hic=HIC.json and --mano_regressor=FILE.npy")
+    result = hic.evaluate_hic_predictions(FLAGS.predictions, FLAGS.hic, FLAGS.mano_regressor,
+                                          FLAGS.out)
+  elif FLAGS.config is not None:
     if not FLAGS.workdir:
       raise app.UsageError("--config needs --workdir")
     # Model mode only: it brings the network, TensorFlow and the data pipeline, which scoring a

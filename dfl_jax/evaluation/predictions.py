@@ -209,8 +209,9 @@ def load_gt_joints(path) -> dict[str, np.ndarray]:
 def select_records(records: list[dict], protocol: str = "interhand", frame_filter: str = "none",
                    id_list=None, images_dir=None) -> tuple[list[dict], dict]:
   """The records a protocol scores, and what was left out (counts by reason)."""
-  if protocol not in protocols.PROTOCOLS:
-    raise ValueError(f"--protocol must be one of {protocols.PROTOCOLS}, got {protocol!r}")
+  if protocol not in protocols.PROTOCOLS or protocol == "hic":
+    raise ValueError(f"--protocol must be one of {protocols.PROTOCOLS} (hic: hic.py, on "
+                     f"HIC's own files), got {protocol!r} for InterHand2.6M annotations")
   if frame_filter not in protocols.FILTERS:
     raise ValueError(f"--filter must be one of {protocols.FILTERS}, got {frame_filter!r}")
   if frame_filter != "none" and protocol != "interhand":

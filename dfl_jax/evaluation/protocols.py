@@ -51,7 +51,7 @@ import numpy as np
 from dfl_jax.conventions import LEFT_WRIST, NUM_JOINTS, RIGHT_WRIST
 from dfl_jax.evaluation.metrics import hand_type_ids
 
-PROTOCOLS = ("interhand", "intaghand", "interwild")
+PROTOCOLS = ("interhand", "intaghand", "interwild", "hic")   # hic: hic.py
 FILTERS = ("none", "table4")
 HAND_JOINTS = 21
 MIDDLE_MCP = 11                      # per hand: middle1 (InterHand2.6M order)

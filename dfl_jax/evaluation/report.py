@@ -67,7 +67,12 @@ def format_summary(metrics: dict) -> str:
   def mm(x):
     return "n/a" if x is None else f"{x:.2f} mm"
 
-  if "mpjpe" in metrics:  # one-figure protocols (intaghand)
+  if metrics.get("protocol") == "hic":
+    lines = ["protocol: hic",
+             f"MPJPE {mm(metrics['mpjpe'])} (interacting {mm(metrics['mpjpe_two'])}, "
+             f"{metrics['num_two']} frames; single {mm(metrics['mpjpe_single'])}, "
+             f"{metrics['num_single']} frames)"]
+  elif "mpjpe" in metrics:  # one-figure protocols (intaghand)
     lines = [f"protocol: {metrics['protocol']}",
              f"MPJPE {mm(metrics['mpjpe'])} (left {mm(metrics.get('mpjpe_left'))}, right "
              f"{mm(metrics.get('mpjpe_right'))}; {metrics['num_frames']} frames)"]
