@@ -227,15 +227,14 @@ def select_records(records: list[dict], protocol: str = "interhand", frame_filte
     dropped["not_in_id_list"] = len(records) - len(kept)
     return kept, dropped
   if protocol == "intaghand" or frame_filter == "table4":
-    brightness = None
-    if images_dir is not None:
-      brightness = np.array([protocols.image_brightness(
-          pathlib.Path(images_dir) / r["file_name"]) for r in records])
     keep = protocols.intaghand_frames(
         [r["hand_type"] for r in records], [float(r["hand_type_valid"]) for r in records],
         np.stack([np.asarray(r["joint_valid"], np.float64) for r in records]) if records
-        else np.zeros((0, NUM_JOINTS)), brightness)
+        else np.zeros((0, NUM_JOINTS)))
     kept = [r for r, k in zip(records, keep) if k]
+    if images_dir is not None:  # the images of the candidate frames only
+      kept = [r for r in kept if protocols.image_brightness(
+          pathlib.Path(images_dir) / r["file_name"]) >= protocols.BRIGHTNESS_MIN]
     dropped["not_intaghand_frames"] = len(records) - len(kept)
     return kept, dropped
   return list(records), dropped
