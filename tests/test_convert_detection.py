@@ -21,6 +21,7 @@ from dfl_jax.network import fpn, resnet
 from dfl_jax.network.model import init_variables, model_for
 from dfl_jax.training import state as train_state
 from dfl_jax.weights import backbone_file
+from test_convert_resnet import randomise_batchnorm
 
 torch = pytest.importorskip(
     "torch", reason="needs the CPU torch (pip install torch==2.13.0) for the reference model")
@@ -54,13 +55,7 @@ from torchvision.models import detection  # noqa: E402  pylint: disable=wrong-im
 def _random_detector(name):
   torch.manual_seed(0)
   model = getattr(detection, name)(weights=None, weights_backbone=None)
-  with torch.no_grad():
-    for m in model.backbone.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        m.weight.uniform_(0.5, 1.5)
-        m.bias.normal_(0.0, 0.1)
-        m.running_mean.normal_(0.0, 0.1)
-        m.running_var.uniform_(0.5, 1.5)
+  randomise_batchnorm(model.backbone)
   return model.eval()
 
 

@@ -78,17 +78,22 @@ class TorchResNet50(nn.Module):
     return [c2, c3, c4, c5]
 
 
-def _random_torch_resnet(seed=0):
-  torch.manual_seed(seed)
-  model = TorchResNet50()
+def randomise_batchnorm(module):
+  """BatchNorm affine and statistics away from the identity, so that conversion mistakes in
+  them show in the features. Returns ``module`` in eval mode."""
   with torch.no_grad():
-    for m in model.modules():
+    for m in module.modules():
       if isinstance(m, nn.BatchNorm2d):
         m.weight.uniform_(0.5, 1.5)
         m.bias.normal_(0.0, 0.1)
         m.running_mean.normal_(0.0, 0.1)
         m.running_var.uniform_(0.5, 1.5)
-  return model.eval()
+  return module.eval()
+
+
+def _random_torch_resnet(seed=0):
+  torch.manual_seed(seed)
+  return randomise_batchnorm(TorchResNet50())
 
 
 def _numpy_state(model):

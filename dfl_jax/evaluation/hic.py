@@ -27,7 +27,6 @@ all (``mpjpe``: every present hand's 21 joints pooled). ``num_two`` says how man
 frames the file had (732 would be the paper's set).
 """
 
-import json
 import os
 import pathlib
 
@@ -36,6 +35,7 @@ import plyfile
 
 from dfl_jax.conventions import LEFT_WRIST, NUM_JOINTS, RIGHT_WRIST
 from dfl_jax.evaluation.predictions import load_predictions
+from dfl_jax.evaluation.protocols import read_json
 from dfl_jax.evaluation.report import write_report
 
 INTRINSICS = {"focal": (525.0, 525.0), "princpt": (319.5, 239.5)}
@@ -87,13 +87,7 @@ def load_hic(hic_json, regressor) -> list[dict]:
   """Records of ``HIC.json``: annotation_id, image_id, file_name, hand_type, joint_cam [42, 3]
   mm (zeros for a hand without a mesh) and joint_valid [42] (1 where the hand has one)."""
   hic_json = pathlib.Path(hic_json)
-  try:
-    with open(hic_json, encoding="utf-8") as f:
-      db = json.load(f)
-  except FileNotFoundError:
-    raise FileNotFoundError(f"HIC annotations not found: {hic_json}") from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{hic_json}: malformed JSON: {e}") from e
+  db = read_json(hic_json, "--hic")
   try:
     images = {int(im["id"]): im for im in db["images"]}
     annotations = db["annotations"]

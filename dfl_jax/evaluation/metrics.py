@@ -101,6 +101,20 @@ def auc(pck, thresholds_mm=PCK_THRESHOLDS_MM):
   return float(area / (thresholds_mm[-1] - thresholds_mm[0]))
 
 
+def mrrpe_errors(pred, gt, rel_root_depth_mm, abs_root_depth_mm=None):
+  """Per-frame MRRPE (mm) of frames [M, 42, 3] with absolute ``pred`` (see
+  ``OfficialMetrics.update``): the predicted left wrist's pixel back-projected at
+  ``d_rel_left + Z_right + rel_root_depth_mm``, ``Z`` the wrist depths ``pred`` was
+  back-projected with (``abs_root_depth_mm`` [M, 2], default the GT's), against the GT
+  ``L - R``."""
+  a = (gt[:, [RIGHT_WRIST, LEFT_WRIST], 2] if abs_root_depth_mm is None
+       else np.asarray(abs_root_depth_mm, np.float64))
+  depth = pred[:, LEFT_WRIST, 2] - a[:, 1] + a[:, 0] + rel_root_depth_mm
+  left = pred[:, LEFT_WRIST] * (depth / pred[:, LEFT_WRIST, 2])[:, None]
+  return np.linalg.norm((left - pred[:, RIGHT_WRIST]) - (gt[:, LEFT_WRIST] - gt[:, RIGHT_WRIST]),
+                        axis=-1)
+
+
 def hand_type_ids(hand_type):
   """[N] int: 0 right, 1 left, 2 interacting, from ints or the annotation strings."""
   values = np.asarray(hand_type, dtype=object).reshape(-1)
@@ -218,14 +232,8 @@ class OfficialMetrics:
       self.mrrpe_skipped += int((rows & ~absolute).sum())
       rows &= absolute
       if np.any(rows):
-        p, g = pred[rows], gt[rows]
-        a = (g[:, [RIGHT_WRIST, LEFT_WRIST], 2] if abs_root_depth_mm is None
-             else np.asarray(abs_root_depth_mm, np.float64).reshape(n, 2)[rows])
-        right = p[:, RIGHT_WRIST]
-        depth = p[:, LEFT_WRIST, 2] - a[:, 1] + a[:, 0] + rel[rows]
-        left = p[:, LEFT_WRIST] * (depth / p[:, LEFT_WRIST, 2])[:, None]
-        gt_rel = g[:, LEFT_WRIST] - g[:, RIGHT_WRIST]
-        err = np.linalg.norm((left - right) - gt_rel, axis=-1)
+        err = mrrpe_errors(pred[rows], gt[rows], rel[rows], None if abs_root_depth_mm is None
+                           else np.asarray(abs_root_depth_mm, np.float64).reshape(n, 2)[rows])
         self.mrrpe_sum += float(err.sum())
         self.mrrpe_count += int(rows.sum())
 
@@ -289,5 +297,6 @@ class OfficialMetrics:
 
 __all__ = [
     "HAND_TYPE_IDS", "OfficialMetrics", "PCK_THRESHOLDS_MM", "PROTOCOL", "auc",
-    "crop_to_camera", "hand_type_ids", "joint_errors", "pck_curve", "root_align", "sigmoid",
+    "crop_to_camera", "hand_type_ids", "joint_errors", "mrrpe_errors", "pck_curve", "root_align",
+    "sigmoid",
 ]

@@ -188,13 +188,7 @@ def load_predictions(path) -> dict[str, dict]:
 def load_gt_joints(path) -> dict[str, np.ndarray]:
   """User-given GT joints (e.g. regressed from the NeuralAnnot MANO fits): a JSON object of
   annotation id -> 42 x 3 camera mm in the InterHand2.6M joint order; errors name the file."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      raw = json.load(f)
-  except FileNotFoundError:
-    raise FileNotFoundError(f"--gt_joints file not found: {path}") from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise PredictionsFormatError(f"{path}: malformed JSON: {e}") from e
+  raw = protocols.read_json(path, "--gt_joints", PredictionsFormatError)
   if not isinstance(raw, dict) or not raw:
     raise PredictionsFormatError(f"{path}: expected a JSON object of annotation id -> 42 x 3")
   out = {}

@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 
 from dfl_jax.conventions import LEFT_WRIST, NUM_JOINTS, RIGHT_WRIST
-from dfl_jax.evaluation.metrics import hand_type_ids
+from dfl_jax.evaluation.metrics import hand_type_ids, mrrpe_errors
 
 PROTOCOLS = ("interhand", "intaghand", "interwild", "hic")   # hic: hic.py
 FILTERS = ("none", "table4")
@@ -169,13 +169,21 @@ def interwild_mpjpe(pred, gt, valid, hand_type, pred_rel_root_depth_mm=None) -> 
     rows = (valid[:, RIGHT_WRIST] & valid[:, LEFT_WRIST] & np.isfinite(rel)
             & (pred[:, RIGHT_WRIST, 2] > 0) & (pred[:, LEFT_WRIST, 2] > 0))
     if rows.any():
-      p, g = pred[rows], gt[rows]
-      depth = p[:, LEFT_WRIST, 2] - g[:, LEFT_WRIST, 2] + g[:, RIGHT_WRIST, 2] + rel[rows]
-      left = p[:, LEFT_WRIST] * (depth / p[:, LEFT_WRIST, 2])[:, None]
-      err = np.linalg.norm((left - p[:, RIGHT_WRIST])
-                           - (g[:, LEFT_WRIST] - g[:, RIGHT_WRIST]), axis=-1)
+      err = mrrpe_errors(pred[rows], gt[rows], rel[rows])
       result["mrrpe"], result["num_mrrpe"] = float(err.mean()), int(rows.sum())
   return result
+
+
+def read_json(path, what: str, error=ValueError):
+  """A user-given JSON file's content; a missing file is a FileNotFoundError naming ``what``
+  (the flag) and the path, malformed JSON an ``error`` naming the path."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"{what} file not found: {path}") from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise error(f"{path}: malformed JSON: {e}") from e
 
 
 def read_root_depths(path) -> dict[str, np.ndarray]:
@@ -183,13 +191,7 @@ def read_root_depths(path) -> dict[str, np.ndarray]:
   ``rootnet_interhand2.6m_output_{split}.json`` (a list of ``{"annot_id": id, "abs_depth":
   [right_mm, left_mm]}``) or an object of annotation id -> [right_mm, left_mm]. Returns
   id -> float64 [2]; errors name the file and the entry."""
-  try:
-    with open(path, encoding="utf-8") as f:
-      raw = json.load(f)
-  except FileNotFoundError:
-    raise FileNotFoundError(f"--root_depth file not found: {path}") from None
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ValueError(f"{path}: malformed JSON: {e}") from e
+  raw = read_json(path, "--root_depth")
   if isinstance(raw, list):
     try:
       pairs = [(str(int(e["annot_id"])), e["abs_depth"]) for e in raw]
@@ -233,5 +235,5 @@ def read_id_list(path) -> set[str]:
 __all__ = [
     "BRIGHTNESS_MIN", "FILTERS", "MIDDLE_MCP", "PROTOCOLS", "image_brightness",
     "intaghand_align", "intaghand_frames", "intaghand_mpjpe", "interwild_mpjpe", "read_id_list",
-    "read_root_depths",
+    "read_json", "read_root_depths",
 ]
