@@ -11,6 +11,7 @@ import pathlib
 import jax
 from jax.experimental import multihost_utils
 
+from dfl_jax import errors
 from input_pipeline import dataset_build, synthetic_render, tfds_builder
 
 
@@ -20,7 +21,7 @@ def parse_sizes(text: str) -> dict:
   for part in str(text).split(","):
     name, _, count = part.partition(":")
     if not name or not count.strip().isdigit():
-      raise ValueError(f"config.data.synthetic_sizes must look like 'train:2000,val:200', "
+      raise errors.ConfigError(f"config.data.synthetic_sizes must look like 'train:2000,val:200', "
                        f"got {text!r}")
     sizes[name.strip()] = int(count)
   return sizes
@@ -55,9 +56,9 @@ def prepare_data(config, workdir):
     with config.unlocked():
       config.data.data_dir = str(ensure(config, pathlib.Path(workdir)))
   elif config.data.source not in ("interhand", "synthetic"):
-    raise ValueError(f"config.data.source must be 'interhand' or 'synthetic', got "
+    raise errors.ConfigError(f"config.data.source must be 'interhand' or 'synthetic', got "
                      f"{config.data.source!r}")
   if not config.data.data_dir:
-    raise ValueError("config.data.data_dir is empty: build InterHand2.6M with "
+    raise errors.ConfigError("config.data.data_dir is empty: build InterHand2.6M with "
                      "`python -m input_pipeline.build --source ROOT --data_dir DIR` and pass "
                      "--config.data.data_dir=DIR, or use --config.data.source=synthetic")

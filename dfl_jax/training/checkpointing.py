@@ -9,6 +9,7 @@ One orbax ``CheckpointManager`` (async saves, multi-host aware) writes, per step
     directory/<step>/state/             the train state (StandardSave: OCDBT + zarr)
     directory/<step>/meta/meta.json     {"step", "metrics", "fingerprint"} (JsonSave)
     directory/<step>/commit_success.txt orbax's commit marker, written last
+    directory/<step>/inventory.json     {file: [size, crc32]} of the step, once it is committed
     directory/quarantine/<step>-<why>-<time>/   steps set aside by us (never deleted)
 
 Retention is one custom orbax preservation policy: the ``max_to_keep`` newest steps plus the
@@ -25,17 +26,28 @@ array bits, computed under ``jit`` on the global arrays (no gather; identical on
 The fingerprint catches what tensorstore reads back silently, such as a flipped bit in array
 data. ``restore_latest`` warns with the step and reason and tries the next older step; the newer
 unusable steps are then moved to ``quarantine/`` (kept for inspection; this also frees their step
-numbers for the resumed run). Uncommitted ``<step>.orbax-checkpoint-tmp`` folders from a killed
+numbers for the resumed run). A damage report names the step, the files that differ from the
+step's inventory (missing, truncated, altered) and the leaves that could not be read or differ.
+A step whose arrays are intact (its inventory matches) but whose metadata is gone is repaired
+instead: ``meta/meta.json`` is rebuilt from the restored arrays (the metrics are lost), and
+orbax's tree metadata ``state/_METADATA`` is taken from another step of the same run or written
+anew from the state the run's configuration builds; the step is then checked against its
+fingerprint as any other. Uncommitted ``<step>.orbax-checkpoint-tmp`` folders from a killed
 save are never listed as steps; orbax removes them when the manager starts.
 """
 
+import errno
 import json
+import logging as std_logging
 import math
 import os
+import re
+import shutil
 import signal
 import threading
 import time
 from typing import Optional
+import zlib
 
 from absl import logging
 from etils import epath
@@ -45,25 +57,135 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dfl_jax import errors
+
 STATE, META = "state", "meta"
 META_FILE = "meta.json"
 COMMIT_MARKER = "commit_success.txt"  # orbax writes it into a step folder on commit
 QUARANTINE = "quarantine"
+INVENTORY = "inventory.json"
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
-class CheckpointError(RuntimeError):
-  """No usable checkpoint, or a save that did not complete."""
+class CheckpointError(errors.UserError, RuntimeError):
+  """No usable checkpoint, or one that holds another run's state."""
 
 
 class CorruptCheckpointError(CheckpointError):
   """One checkpoint step cannot be used."""
 
 
+class CheckpointSaveError(CheckpointError):
+  """A save that did not complete; the committed steps are kept."""
+  exit_code = errors.FAULT_EXIT
+
+
+class DiskFullError(CheckpointSaveError):
+  """No room for the next checkpoint."""
+
+
+# tensorstore's messages inside orbax's: the key (leaf path joined by '.') and the database.
+_TS_KEY = re.compile(r'(?:Error (?:reading|writing)|Metadata at) \\?"([^"\\/]+)/')
+
+
+def _chain(e: BaseException):
+  seen = []
+  while e is not None and e not in seen:
+    seen.append(e)
+    e = e.__cause__ or e.__context__
+  return seen
+
+
 def _reason(e: BaseException) -> str:
-  """A one-line reason (tensorstore errors carry pages of spec)."""
-  text = str(e).strip().splitlines()
-  text = text[0] if text else ""
-  return f"{type(e).__name__}: {text[:240]}"
+  """A one-line reason: tensorstore's own message (naming the leaf and the file) when there is
+  one in the exception's chain, else the first line of the error."""
+  for x in reversed(_chain(e)):
+    first = errors.one_line(x, 1000)
+    for cut in (" [tensorstore_spec", " See full TensorStore details"):
+      first = first.split(cut)[0]
+    match = _TS_KEY.search(first)
+    if match:
+      leaf = match.group(1).split("/")[0]
+      return f"leaf {leaf} unreadable: {first}"
+  return f"{type(e).__name__}: {errors.one_line(e, 400)}"
+
+
+def _is_disk_full(e: BaseException) -> bool:
+  for x in _chain(e):
+    if isinstance(x, OSError) and x.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    text = str(x)
+    if "No space left" in text or ("RESOURCE_EXHAUSTED" in text and "writing" in text.lower()):
+      return True
+  return False
+
+
+def _read_json(path):
+  try:
+    return json.loads(epath.Path(path).read_text())
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def _listing(differences) -> str:
+  if not differences:
+    return ""
+  more = f" and {len(differences) - 5} more" if len(differences) > 5 else ""
+  return f"; files differing from the step's {INVENTORY}: {', '.join(differences[:5])}{more}"
+
+
+def _megabytes(n: float) -> str:
+  return f"{n / 2**20:.1f} MB"
+
+
+class _DropFailedSaveNoise(std_logging.Filter):
+  """A failed save's other write coroutines each log their own copy of the error through
+  asyncio; the one message that matters is raised by ``Checkpointer``."""
+
+  def filter(self, record):
+    return not str(record.getMessage()).startswith(("Task exception was never retrieved",
+                                                    "Future exception was never retrieved"))
+
+
+std_logging.getLogger("asyncio").addFilter(_DropFailedSaveNoise())
+
+
+def _inventory(step_dir) -> dict:
+  """{relative path: [size, crc32]} of every file under a step folder but the inventory."""
+  out = {}
+  step_dir = os.fspath(step_dir)
+  for d, _, files in os.walk(step_dir):
+    for name in files:
+      path = os.path.join(d, name)
+      rel = os.path.relpath(path, step_dir)
+      if rel == INVENTORY:
+        continue
+      crc = 0
+      with open(path, "rb") as f:
+        for block in iter(lambda f=f: f.read(1 << 20), b""):
+          crc = zlib.crc32(block, crc)
+      out[rel] = [os.path.getsize(path), crc]
+  return out
+
+
+def _inventory_differences(step_dir, under: str = "") -> Optional[list]:
+  """What differs from the step's inventory (files under ``under`` only), None without one."""
+  try:
+    saved = json.loads((epath.Path(step_dir) / INVENTORY).read_text())
+  except Exception:  # pylint: disable=broad-except
+    return None
+  now = _inventory(step_dir)
+  out = []
+  for rel, (size, crc) in sorted(saved.items()):
+    if not rel.startswith(under):
+      continue
+    if rel not in now:
+      out.append(f"{rel} missing")
+    elif now[rel][0] != size:
+      out.append(f"{rel} is {now[rel][0]} bytes, was {size}")
+    elif now[rel][1] != crc:
+      out.append(f"{rel} altered (same size, other content)")
+  return out
 
 
 def _words(x):
@@ -151,6 +273,9 @@ class Checkpointer:
     self._scores = {}     # step -> best_metric value, from meta.json
     self._written = set()  # steps this instance saved or restored
     self._barriers = 0
+    self._pending = None   # the step of the save in flight
+    self._last_size = None  # bytes of the last committed step
+    self.space_check = "://" not in directory
     options = ocp.CheckpointManagerOptions(
         preservation_policy=_KeepLatestAndBest(max_to_keep, self._best_of),
         enable_async_checkpointing=True, cleanup_tmp_directories=True, create=True)
@@ -218,12 +343,16 @@ class Checkpointer:
       self._set_aside([step], "replaced")
       if step in self._mngr.all_steps():
         raise CheckpointError(f"cannot save step {step}: {self._step_dir(step)} is in the way")
+    self._check_space(step, state)
     metrics = None if metrics is None else {str(k): float(v) for k, v in metrics.items()}
     meta = {"step": step, "metrics": metrics, "fingerprint": fingerprint(state)}
     self._set_score(step, (metrics or {}).get(self.best_metric))  # the policy reads it
+    self._pending = step
     try:
       self._mngr.save(step, args=ocp.args.Composite(**{
           STATE: ocp.args.StandardSave(state), META: ocp.args.JsonSave(meta)}), force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      self._save_failed(e)
     except BaseException:
       self._scores.pop(step, None)
       self._mngr.reload()
@@ -233,13 +362,94 @@ class Checkpointer:
       self.wait()
     return True
 
+  def _check_space(self, step, state):
+    """Raises DiskFullError before writing when the next step cannot fit (local folders)."""
+    if not self.space_check:
+      return
+    if self._last_size is None:
+      latest = self.latest_step()
+      if latest is not None:
+        inventory = _read_json(self._step_dir(latest) / INVENTORY)
+        if isinstance(inventory, dict):
+          self._last_size = sum(int(v[0]) for v in inventory.values())
+    need = self._last_size or sum(int(x.nbytes) for x in jax.tree.leaves(state)
+                                  if hasattr(x, "nbytes"))
+    need = int(need * 1.05) + (1 << 20)
+    try:
+      free = shutil.disk_usage(os.fspath(self.directory)).free
+    except OSError:
+      return
+    if not _all_processes_ok(free >= need):
+      raise DiskFullError(
+          f"no room to save checkpoint step {step} in {self.directory}: it needs about "
+          f"{_megabytes(need)}, {_megabytes(free)} are free. Nothing was written; the "
+          f"committed steps {self.all_steps()} are kept. Free some space and run the same "
+          f"command again to resume from step {self.latest_step()}.")
+
+  def poll(self):
+    """Raises CheckpointSaveError if the save in flight has failed (cheap; call every step)."""
+    if self._pending is None:
+      return
+    try:
+      self._mngr.check_for_errors()
+    except Exception as e:  # pylint: disable=broad-except
+      self._save_failed(e)
+
   def wait(self):
-    """Blocks until pending saves are committed; raises CheckpointError if one failed."""
+    """Blocks until pending saves are committed; raises CheckpointSaveError if one failed."""
     try:
       self._mngr.wait_until_finished()
-    except Exception as e:
-      self._mngr.reload()  # the failed step is not a checkpoint; older ones were kept
-      raise CheckpointError(f"saving a checkpoint in {self.directory} failed: {_reason(e)}") from e
+    except Exception as e:  # pylint: disable=broad-except
+      self._save_failed(e)
+    if self._pending is not None:
+      self._write_inventory(self._pending)
+      self._pending = None
+
+  def _write_inventory(self, step):
+    """Records the committed step's files (primary process); see ``inventory.json``."""
+    path = self._step_dir(step)
+    if not (path / COMMIT_MARKER).exists():
+      return
+    if ocp.multihost.is_primary_host(0):
+      try:
+        inventory = _inventory(path)
+        tmp = path / (INVENTORY + ".tmp")
+        tmp.write_text(json.dumps(inventory))
+        tmp.rename(path / INVENTORY)
+        self._last_size = sum(v[0] for v in inventory.values())
+      except OSError as e:  # the step is committed; only the damage report loses detail
+        logging.warning("could not write %s: %s", path / INVENTORY, _reason(e))
+
+  def _save_failed(self, error):
+    """A save failed: remove its partial folder, keep the committed ones, raise one line."""
+    step, self._pending = self._pending, None
+    try:
+      self._mngr.wait_until_finished()  # the failed save's other writes end first
+    except Exception:  # pylint: disable=broad-except
+      pass
+    if step is not None:
+      self._scores.pop(step, None)
+      if ocp.multihost.is_primary_host(0):
+        for partial in self.directory.glob(f"{step}{TMP_SUFFIX}*"):
+          shutil.rmtree(os.fspath(partial), ignore_errors=True)
+    self._mngr.reload()
+    kept = self.all_steps()
+    latest = f"resume from step {kept[-1]}" if kept else "start again"
+    where = f"checkpoint step {step}" if step is not None else "a checkpoint"
+    if _is_disk_full(error):
+      try:
+        free = _megabytes(shutil.disk_usage(os.fspath(self.directory)).free)
+      except OSError:
+        free = "?"
+      size = f"about {_megabytes(self._last_size)}" if self._last_size else "more"
+      raise DiskFullError(
+          f"saving {where} in {self.directory} failed: the disk is full (a checkpoint needs "
+          f"{size}, {free} are free). The partial save was removed and the committed steps "
+          f"{kept} are kept; free some space and run the same command to {latest}.") from error
+    raise CheckpointSaveError(
+        f"saving {where} in {self.directory} failed: {_reason(error)}. The partial save was "
+        f"removed and the committed steps {kept} are kept; run the same command to "
+        f"{latest}.") from error
 
   # --- restoring ---
 
@@ -277,18 +487,82 @@ class Checkpointer:
     path = self._step_dir(step)
     if not (path / COMMIT_MARKER).exists():
       raise CorruptCheckpointError(f"no commit marker {COMMIT_MARKER} (partial save)")
+    differences = None  # read on demand: it reads every file of the step
+
+    def damage():
+      nonlocal differences
+      if differences is None:
+        differences = _inventory_differences(path) or []
+      return differences
+
+    def intact_arrays():  # every state file as the inventory recorded it
+      return (path / INVENTORY).exists() and not [
+          d for d in damage() if d.startswith(STATE + os.sep) and "_METADATA" not in d]
+
+    if not (path / STATE / "_METADATA").exists() and (path / STATE).is_dir():
+      self._rebuild_tree_metadata(step, target)
+    meta = _read_json(path / META / META_FILE)
+    meta_ok = isinstance(meta, dict) and meta.get("step") == step
+    if not meta_ok and not intact_arrays():
+      raise CorruptCheckpointError(
+          f"{META}/{META_FILE} is missing or does not describe step {step}, and without the "
+          f"step's inventory ({INVENTORY}) its arrays cannot be checked"
+          + _listing(damage()))
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-    out = self._mngr.restore(step, args=ocp.args.Composite(**{
-        STATE: ocp.args.StandardRestore(abstract), META: ocp.args.JsonRestore()}))
-    state, meta = out[STATE], out[META]
-    if not isinstance(meta, dict) or meta.get("step") != step:
-      raise CorruptCheckpointError(f"{META}/{META_FILE} does not describe step {step}")
-    saved = meta.get("fingerprint") or {}
+    items = {STATE: ocp.args.StandardRestore(abstract)}
+    if meta_ok:
+      items[META] = ocp.args.JsonRestore()
+    try:
+      state = self._mngr.restore(step, args=ocp.args.Composite(**items))[STATE]
+    except Exception as e:  # pylint: disable=broad-except
+      if "tree structures do not match" in str(e):
+        raise
+      raise CorruptCheckpointError(_reason(e) + _listing(damage())) from e
     now = fingerprint(state)
+    if not meta_ok:  # the arrays match the inventory: rebuild the metadata from them
+      meta = {"step": step, "metrics": None, "fingerprint": now, "rebuilt": True}
+      if ocp.multihost.is_primary_host(0):
+        (path / META).mkdir(parents=True, exist_ok=True)
+        (path / META / META_FILE).write_text(json.dumps(meta))
+      logging.warning("checkpoint step %d: %s/%s was missing; rebuilt from its arrays, which "
+                      "match the step's inventory (its evaluation metrics are lost)",
+                      step, META, META_FILE)
+    saved = meta.get("fingerprint") or {}
     bad = [k for k in saved if k in now and now[k] != saved[k]]
     if bad:
-      raise CorruptCheckpointError(f"array data differs from what was saved in {bad[:5]}")
+      raise CorruptCheckpointError(
+          f"array data differs from what was saved in leaves {', '.join(bad[:5])}"
+          + _listing(damage()))
     return step, state, meta.get("metrics")
+
+  def _rebuild_tree_metadata(self, step, target):
+    """Puts back orbax's ``state/_METADATA`` (the tree's structure, the same for every step of
+    a run): copied from another step, else written anew by saving ``target`` (the state the
+    run's configuration builds) to a scratch folder. The restored arrays are then checked
+    against the step's fingerprint as usual."""
+    dest = self._step_dir(step) / STATE / "_METADATA"
+    for other in self.all_steps():
+      source = self._step_dir(other) / STATE / "_METADATA"
+      if other != step and source.exists():
+        break
+    else:
+      source = None
+    concrete = all(isinstance(x, (jax.Array, np.ndarray)) for x in jax.tree.leaves(target))
+    if ocp.multihost.is_primary_host(0):
+      if source is not None:
+        dest.write_bytes(source.read_bytes())
+      elif concrete:
+        scratch = self.directory / f".rebuild-{step}"
+        shutil.rmtree(os.fspath(scratch), ignore_errors=True)
+        with ocp.StandardCheckpointer() as writer:
+          writer.save(scratch, target)
+        dest.write_bytes((scratch / "_METADATA").read_bytes())
+        shutil.rmtree(os.fspath(scratch), ignore_errors=True)
+      else:
+        return
+    logging.warning("checkpoint step %d: %s/_METADATA (orbax's tree metadata) was missing; "
+                    "rebuilt from %s", step, STATE,
+                    f"step {other}" if source is not None else "the run's configuration")
 
   def restore_latest(self, target):
     """(step, state, metrics) of the newest usable step, or None when there is none.
@@ -346,6 +620,18 @@ class Checkpointer:
     if self._mngr is not None:
       try:
         self.wait()
+      finally:
+        self._mngr.close()
+        self._mngr = None
+
+  def abandon(self):
+    """Releases orbax's resources after an error, letting a save in flight end, raising
+    nothing (the error being handled is the one to report)."""
+    if self._mngr is not None:
+      try:
+        self.wait()
+      except Exception as e:  # pylint: disable=broad-except
+        logging.error("%s", e)
       finally:
         self._mngr.close()
         self._mngr = None

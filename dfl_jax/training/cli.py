@@ -1,6 +1,11 @@
 """The training command: ``python main.py`` and the ``dfl-train`` console script.
 
     python main.py --config=configs/dfl.py --workdir=DIR [--config.train.batch_size=8]
+
+Exit codes (``dfl_jax.errors``): 0 done (or stopped on a termination signal with a checkpoint),
+2 a mistake in a flag, the configuration or the data, 3 a fault of the machine (the workdir is
+held by another run, the disk is full, a folder cannot be written), 1 anything unforeseen
+(with its traceback).
 """
 
 import logging as std_logging
@@ -9,6 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 import tensorflow as tf
 
+from dfl_jax import errors
 from dfl_jax.training import loop
 
 FLAGS = flags.FLAGS
@@ -39,4 +45,4 @@ def main(argv):
 
 def command():
   define_flags()
-  app.run(main)
+  errors.run(main)

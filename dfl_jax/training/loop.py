@@ -20,12 +20,25 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from dfl_jax import parallel, workdir as workdir_lib
+from dfl_jax import errors, parallel, workdir as workdir_lib
 from dfl_jax.evaluation import runner
-from dfl_jax.training import checkpointing, mixed_precision
-from dfl_jax.training.state import check_initialisation, create_optimizer, create_train_state
+from dfl_jax.training import checkpointing, config_check, mixed_precision, workdir_lock
+from dfl_jax.training.state import create_optimizer, create_train_state
 from dfl_jax.training.step import TRAIN_KEYS, make_train_step
 from input_pipeline import pipeline, synthetic_dataset
+
+
+class TrainingDataError(errors.InputError):
+  """The training data cannot be read (a damaged record, an empty split)."""
+
+
+class DeviceMemoryError(errors.UserError, MemoryError):
+  """The step does not fit the device's memory at this batch size."""
+  exit_code = errors.FAULT_EXIT
+
+
+class NonFiniteLossError(errors.UserError, FloatingPointError):
+  """The loss or its gradient became NaN or Inf; the last good checkpoint is kept."""
 
 
 def _num_examples(info, split):
@@ -33,16 +46,28 @@ def _num_examples(info, split):
 
 
 def train_and_evaluate(config, workdir: str):
-  """Trains for config.train.num_epochs (or num_steps), evaluating each epoch."""
+  """Trains for config.train.num_epochs (or num_steps), evaluating each epoch.
+
+  The configuration is checked (``config_check``) and the workdir's lock taken
+  (``workdir_lock``) before anything is written; a second run in the same workdir refuses.
+  """
   workdir = pathlib.Path(workdir)
+  config_check.check(config)
   checkpoints = workdir / workdir_lib.CHECKPOINTS
-  if not (checkpoints.is_dir() and any(checkpoints.iterdir())):  # a resumed run has weights
-    check_initialisation(config)
+  resuming = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
+  config_check.check_resume_or_initialisation(config, resuming)
+  config_check.check_data_dir(config)
   parallel.maybe_initialize_distributed(config)
-  workdir.mkdir(parents=True, exist_ok=True)
+  config_check.check_devices(config)
+  with workdir_lock.hold(workdir):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: pathlib.Path):
+  """The run itself, inside the workdir's lock."""
   synthetic_dataset.prepare_data(config, workdir)
+  config_check.check_data(config)
   workdir_lib.save_config(config, workdir)
-  parallel.check_batch_size(config.train.batch_size)
   mesh = parallel.make_mesh()
   writer = metric_writers.create_default_writer(
       str(workdir / "tensorboard"), just_logging=jax.process_index() > 0)
@@ -87,47 +112,52 @@ def train_and_evaluate(config, workdir: str):
     logging.info("step %d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
     return result
 
-  t0, images_seen, last_eval = time.time(), 0, None
-  if start == 0 and config.train.get("eval_at_start", False):
-    run_eval(0)  # the untrained model's figures, to compare the end of the run with
-    t0 = time.time()
-  with checkpointing.PreemptionGuard() as guard:
-    step = start
-    while step < num_steps:
-      batch = _next_batch(train_iter, config, step)
-      try:
-        state, step_metrics = train_step(state, parallel.to_global(batch, mesh, TRAIN_KEYS))
-      except Exception as e:  # pylint: disable=broad-except
-        _raise_actionable(e, config, step, ckpt)
-      step += 1
-      images_seen += config.train.batch_size
-      if step % log_every == 0 or step == num_steps:
-        _check_finite(state, ckpt)
-        scalars = {f"train/{k}": float(v) for k, v in jax.device_get(step_metrics).items()}
-        elapsed = time.time() - t0
-        rate = images_seen / elapsed
-        eta = (num_steps - step) * config.train.batch_size / rate
-        writer.write_scalars(step, dict(scalars, **{"train/images_per_s": rate}))
-        logging.info("step %d/%d  loss %.4f  %.1f images/s  %.1f min left", step, num_steps,
-                     scalars["train/loss"], rate, eta / 60)
-      if step % eval_every == 0 or step == num_steps:
-        _check_finite(state, ckpt)
+  try:
+    t0, images_seen, last_eval = time.time(), 0, None
+    if start == 0 and config.train.get("eval_at_start", False):
+      run_eval(0)  # the untrained model's figures, to compare the end of the run with
+      t0 = time.time()
+    with checkpointing.PreemptionGuard() as guard:
+      step = start
+      while step < num_steps:
+        batch = _next_batch(train_iter, config, step)
         try:
-          last_eval = run_eval(step)
-        except Exception:  # the step's training is not lost to a failed evaluation
-          ckpt.save(step, state, force=True)
-          ckpt.wait()
-          logging.error("evaluation at step %d failed; checkpoint %d saved", step, step)
-          raise
-      # Every host must stop at the same step: sync the signal flag (cheap on one host).
-      stop = guard.sync() if (jax.process_count() == 1 or step % 10 == 0) else False
-      if step % ckpt_every == 0 or step == num_steps or stop:
-        _check_finite(state, ckpt)
-        ckpt.save(step, state, metrics=_scalar_metrics(last_eval, step), force=stop)
-      if stop:
-        logging.warning("stopping at step %d on a termination signal; checkpoint saved", step)
-        break
-  ckpt.wait()
+          state, step_metrics = train_step(state, parallel.to_global(batch, mesh, TRAIN_KEYS))
+        except Exception as e:  # pylint: disable=broad-except
+          _raise_actionable(e, config, step, ckpt)
+        step += 1
+        ckpt.poll()  # a background save that failed stops the run here, naming its step
+        images_seen += config.train.batch_size
+        if step % log_every == 0 or step == num_steps:
+          _check_finite(state, ckpt)
+          scalars = {f"train/{k}": float(v) for k, v in jax.device_get(step_metrics).items()}
+          elapsed = time.time() - t0
+          rate = images_seen / elapsed
+          eta = (num_steps - step) * config.train.batch_size / rate
+          writer.write_scalars(step, dict(scalars, **{"train/images_per_s": rate}))
+          logging.info("step %d/%d  loss %.4f  %.1f images/s  %.1f min left", step, num_steps,
+                       scalars["train/loss"], rate, eta / 60)
+        if step % eval_every == 0 or step == num_steps:
+          _check_finite(state, ckpt)
+          try:
+            last_eval = run_eval(step)
+          except Exception:  # the step's training is not lost to a failed evaluation
+            ckpt.save(step, state, force=True)
+            ckpt.wait()
+            logging.error("evaluation at step %d failed; checkpoint %d saved", step, step)
+            raise
+        # Every host must stop at the same step: sync the signal flag (cheap on one host).
+        stop = guard.sync() if (jax.process_count() == 1 or step % 10 == 0) else False
+        if step % ckpt_every == 0 or step == num_steps or stop:
+          _check_finite(state, ckpt)
+          ckpt.save(step, state, metrics=_scalar_metrics(last_eval, step), force=stop)
+        if stop:
+          logging.warning("stopping at step %d on a termination signal; checkpoint saved", step)
+          break
+    ckpt.wait()
+  except BaseException:
+    ckpt.abandon()  # a save in flight ends; the error being raised is the one reported
+    raise
   ckpt.close()
   writer.flush()
   return state, last_eval
@@ -151,10 +181,10 @@ def _next_batch(train_iter, config, step):
   try:
     return next(train_iter)
   except StopIteration as e:  # the training stream repeats: ending means the data is broken
-    raise RuntimeError(f"the training data in {config.data.data_dir} ended at step {step}; "
+    raise TrainingDataError(f"the training data in {config.data.data_dir} ended at step {step}; "
                        f"is the '{config.data.train_split}' split empty?") from e
   except tf.errors.OpError as e:
-    raise RuntimeError(
+    raise TrainingDataError(
         f"reading the training data in {config.data.data_dir} failed at step {step}: "
         f"{e.message.splitlines()[0] if e.message else e}. Rebuild the dataset with "
         f"`python -m input_pipeline.build` (it checks every image); the last checkpoint is "
@@ -166,7 +196,7 @@ def _raise_actionable(error, config, step, ckpt):
   text = str(error)
   if "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
     per_device = config.train.batch_size // jax.device_count()
-    raise MemoryError(
+    raise DeviceMemoryError(
         f"the device ran out of memory at step {step} with {per_device} images per device "
         f"(config.train.batch_size={config.train.batch_size} over {jax.device_count()} "
         f"devices). Lower config.train.batch_size or use config.model.dtype='bfloat16'; the "
@@ -178,7 +208,7 @@ def _check_finite(state, ckpt):
   bad = int(jax.device_get(state.first_bad_step))
   if bad >= 0:
     last = ckpt.latest_step()
-    raise FloatingPointError(
+    raise NonFiniteLossError(
         f"the loss or its gradient became NaN or Inf at step {bad} (no update was applied "
         f"from it on); "
         f"the last good checkpoint is step {last} in {ckpt.directory}. Lower "

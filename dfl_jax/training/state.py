@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dfl_jax import errors
 from dfl_jax.network.model import init_variables
 from dfl_jax.training import mixed_precision
 from dfl_jax.weights import backbone_file, encoder_file
@@ -66,7 +67,7 @@ def check_initialisation(config):
   if train.get("backbone_init", "") or train.get("encoder_init", "") or train.get(
       "from_scratch", False):
     return
-  raise ValueError(
+  raise errors.ConfigError(
       "config.train names no pre-trained weights: the paper starts from a pre-trained "
       "ResNet50-FPN (Sec. 3.2). On a machine with internet, save torchvision's COCO-trained "
       "detector: torch.save(torchvision.models.detection.fasterrcnn_resnet50_fpn("
