@@ -20,6 +20,7 @@ The exception classes also derive from the built-in type a caller would catch (`
 """
 
 import difflib
+import errno
 import os
 import runpy
 import sys
@@ -65,14 +66,15 @@ def debugging(argv=None) -> bool:
              for a in (argv or sys.argv))
 
 
-def fail(message: str, exit_code: int = USAGE_EXIT, argv=None):
-  """Prints ``error: message`` (one paragraph) to stderr and exits with ``exit_code``."""
+def fail(message: str, exit_code: int = USAGE_EXIT, argv=None, flag_help: bool = False):
+  """Prints ``error: message`` (one paragraph) to stderr and exits with ``exit_code``;
+  ``flag_help`` adds where the flags are listed."""
   if debugging(argv):
     traceback.print_exc()
   program = os.path.basename((argv or sys.argv or ["dfl"])[0])
   print(f"error: {message}", file=sys.stderr)
-  if exit_code == USAGE_EXIT and flags.FLAGS.is_parsed() is False:
-    print(f"(run `{program} --helpfull` for every flag)", file=sys.stderr)
+  if flag_help:
+    print(f"(`{program} --helpfull` lists every flag)", file=sys.stderr)
   sys.stderr.flush()
   sys.exit(exit_code)
 
@@ -118,11 +120,10 @@ def unknown_key_message(config, path: str, flag: str = "config") -> str | None:
       continue
     where = f"{flag}." + ".".join(walked) if walked else flag
     siblings = list(node.keys()) if hasattr(node, "keys") else []
-    close = difflib.get_close_matches(part, siblings, n=3, cutoff=0.5)
-    if close:
-      close = [f"{where}.{k}" for k in close]
-    else:  # perhaps given under the wrong group: the same name elsewhere
-      close = [f"{flag}.{k}" for k in _flat_keys(config) if k.rpartition(".")[2] == part]
+    # the same name in another group first, then close names in this one
+    close = [f"{flag}.{k}" for k in _flat_keys(config) if k.rpartition(".")[2] == part]
+    close = close or [f"{where}.{k}" for k in difflib.get_close_matches(
+        part, siblings, n=3, cutoff=0.5)]
     if close:
       hint = f"; did you mean {', '.join('--' + c for c in close[:3])}?"
     elif siblings:
@@ -173,20 +174,49 @@ def parse_flags(argv):
   except Exception as e:  # pylint: disable=broad-except
     # config_flags lets the configuration's own errors (AttributeError, KeyError, TypeError)
     # out of the parser: they are all a bad flag from here.
-    fail(explain_flag_error(e, argv), USAGE_EXIT, argv)
+    fail(explain_flag_error(e, argv), USAGE_EXIT, argv, flag_help=True)
+  return None
+
+
+FAULT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def classify(error: BaseException):
+  """(message, exit code) when ``error`` is the user's to mend, else None (a bug: traceback).
+
+  Besides ``UserError`` and ``absl.app.UsageError``: an ``OSError`` naming a file (a path the
+  user gave that does not exist or cannot be written) and a full disk anywhere.
+  """
+  if isinstance(error, UserError):
+    return str(error).strip(), error.exit_code
+  if isinstance(error, app.UsageError):
+    return one_line(error), USAGE_EXIT
+  if isinstance(error, OSError) and (error.filename or error.errno in FAULT_ERRNOS):
+    code = FAULT_EXIT if error.errno in FAULT_ERRNOS else USAGE_EXIT
+    what = f"{error.filename}: " if error.filename else ""
+    return f"{what}{error.strerror or one_line(error)}", code
+  return None
+
+
+def call(main, *args):
+  """``main(*args)``, with a user error turned into ``error: ...`` and its exit code."""
+  try:
+    return main(*args)
+  except (UserError, app.UsageError, OSError) as e:
+    known = classify(e)
+    if known is None:
+      raise
+    fail(*known)
   return None
 
 
 def run(main, argv=None):
   """``absl.app.run(main)`` with the error style above."""
+  app.run(lambda args: call(main, args), argv=argv, flags_parser=parse_flags)
 
-  def guarded(args):
-    try:
-      return main(args)
-    except app.UsageError as e:
-      fail(one_line(e), USAGE_EXIT)
-    except UserError as e:
-      fail(str(e).strip(), e.exit_code)
-    return None
 
-  app.run(guarded, argv=argv, flags_parser=parse_flags)
+def add_debug_argument(parser):
+  """``--debug`` for an argparse command (the absl commands have it as a flag)."""
+  parser.add_argument("--debug", action="store_true",
+                      help=f"show the traceback of user errors too (or set {DEBUG_ENV}=1)")
+  return parser

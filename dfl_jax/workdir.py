@@ -23,6 +23,7 @@ import pathlib
 import jax
 import ml_collections
 
+from dfl_jax import errors
 from dfl_jax.network.model import model_for
 from dfl_jax.training import checkpointing
 from dfl_jax.training.state import create_optimizer, create_train_state
@@ -51,14 +52,14 @@ def load_config(workdir=None, checkpoint=None) -> ml_collections.ConfigDict:
   """The configuration a run was trained with (its config.json); errors name the file."""
   path = config_path(workdir, checkpoint)
   if not path.is_file():
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         f"{path} not found: training writes it into the workdir; for a run trained before "
         f"that, pass the configuration it was trained with (--config=configs/tiny.py)")
   with open(path, encoding="utf-8") as f:
     try:
       return ml_collections.ConfigDict(json.load(f))
     except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not valid JSON ({e})") from e
+      raise errors.InputError(f"{path}: not valid JSON ({e})") from e
 
 
 def restore_config(config) -> ml_collections.ConfigDict:
@@ -90,16 +91,23 @@ def restore_run(workdir, checkpoint, target):
   if checkpoint:
     path = pathlib.Path(checkpoint)
     if not path.name.isdigit():
-      raise ValueError(f"--checkpoint {path}: expected a step folder such as "
-                       f"{pathlib.Path(workdir) / CHECKPOINTS / '1000'}")
+      raise errors.ConfigError(f"--checkpoint {path}: expected a step folder such as "
+                             f"{pathlib.Path(workdir) / CHECKPOINTS / '1000'}")
     ckpt = checkpointing.Checkpointer(path.parent)
     step, state, _ = ckpt.restore(int(path.name), target)
   else:
-    ckpt = checkpointing.Checkpointer(pathlib.Path(workdir) / CHECKPOINTS)
-    restored = ckpt.restore_latest(target)
+    directory = pathlib.Path(workdir) / CHECKPOINTS
+    if not directory.is_dir() or not any(p.name.isdigit() for p in directory.iterdir()):
+      raise errors.MissingFileError(f"no checkpoint in {directory}; train first (python "
+                                    f"main.py --workdir={workdir} ...) or pass --checkpoint")
+    ckpt = checkpointing.Checkpointer(directory)
+    try:
+      restored = ckpt.restore_latest(target)
+    finally:
+      ckpt.close()
     if restored is None:
-      raise FileNotFoundError(f"no checkpoint in {pathlib.Path(workdir) / CHECKPOINTS}; "
-                              f"train first or pass --checkpoint")
+      raise errors.MissingFileError(f"no committed checkpoint in {directory}; train first or "
+                                    f"pass --checkpoint")
     step, state, _ = restored
   ckpt.close()
   return step, state
@@ -120,11 +128,11 @@ def restore(workdir=None, checkpoint=None, config=None, sharding=None) -> Restor
   resolved (``restore_config``).
   """
   if not workdir and not checkpoint:
-    raise ValueError("give a workdir or a checkpoint (WORKDIR/checkpoints/STEP)")
+    raise errors.ConfigError("give a workdir or a checkpoint (WORKDIR/checkpoints/STEP)")
   if checkpoint:
     checkpoint = pathlib.Path(checkpoint).resolve()
     if not checkpoint.is_dir():
-      raise FileNotFoundError(f"--checkpoint {checkpoint}: no such folder")
+      raise errors.MissingFileError(f"--checkpoint {checkpoint}: no such folder")
   config = restore_config(config if config is not None else load_config(workdir, checkpoint))
   run_dir = workdir or checkpoint.parent.parent
   step, state = restore_run(run_dir, checkpoint and str(checkpoint),

@@ -24,6 +24,8 @@ import tensorflow_datasets as tfds
 
 from input_pipeline import interhand, tfds_builder
 
+from dfl_jax import errors
+
 
 def read_checked_jpeg(path, width=None, height=None) -> bytes:
   """The file's bytes, after a strict decode; raises ValueError naming the file otherwise."""
@@ -190,4 +192,4 @@ def main(argv):
 def command():
   """Console script ``dfl-build`` and ``python -m input_pipeline.build``."""
   define_flags()
-  app.run(main)
+  errors.run(main)

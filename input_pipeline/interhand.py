@@ -68,7 +68,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from dfl_jax import conventions
+from dfl_jax import conventions, errors
 from input_pipeline import geometry
 
 NUM_JOINTS = conventions.NUM_JOINTS
@@ -94,7 +94,7 @@ def companion_path(root, split, file_name, kind):
   return pathlib.Path(root) / kind / split / (os.path.splitext(file_name)[0] + ".png")
 
 
-class InterHandFormatError(ValueError):
+class InterHandFormatError(errors.InputError):
   """A file that cannot be read at all (malformed JSON, wrong top-level structure, bad image)."""
 
 
@@ -113,7 +113,7 @@ def load_json(path) -> Any:
     with open(path, "rb") as f:
       return json.loads(f.read())
   except FileNotFoundError:
-    raise FileNotFoundError(f"InterHand2.6M annotation file not found: {path}") from None
+    raise errors.MissingFileError(f"InterHand2.6M annotation file not found: {path}") from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise InterHandFormatError(f"{path}: malformed JSON: {e}") from e
 
@@ -130,7 +130,7 @@ def load_image(path) -> np.ndarray:
     with open(path, "rb") as f:
       data = f.read()
   except FileNotFoundError:
-    raise FileNotFoundError(f"image file not found: {path}") from None
+    raise errors.MissingFileError(f"image file not found: {path}") from None
   if not data:
     raise InterHandFormatError(f"{path}: empty image file")
   if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9"):
@@ -151,9 +151,9 @@ def annotation_dir(root, split: str, annotation: str = "H+M") -> pathlib.Path:
   """The folder holding ``InterHand2.6M_{split}_*.json`` for an annotation subset (see the
   module docstring for the rules)."""
   if split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    raise errors.ConfigError(f"split must be one of {SPLITS}, got {split!r}")
   if annotation not in ANNOTATIONS:
-    raise ValueError(f"annotation must be one of {ANNOTATIONS}, got {annotation!r}")
+    raise errors.ConfigError(f"annotation must be one of {ANNOTATIONS}, got {annotation!r}")
   annotations = pathlib.Path(root) / "annotations"
 
   def has_split(folder):
@@ -168,14 +168,14 @@ def annotation_dir(root, split: str, annotation: str = "H+M") -> pathlib.Path:
     present = [folder for folder in subsets if has_split(folder)]
     if len(present) == 1:
       return present[0]
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         f"no H+M annotations of split {split!r} under {annotations}: looked for "
         f"InterHand2.6M_{split}_data.json in {split}/ (v1.0) and all/ (v0.0)"
         + (" (human_annot/ and machine_annot/ both exist, but no all/ to merge them)"
            if present else ""))
   folder = annotations / SUBSET_FOLDERS[annotation]
   if not has_split(folder):
-    raise FileNotFoundError(
+    raise errors.MissingFileError(
         f"no {annotation} annotations of split {split!r}: {folder} has no "
         f"InterHand2.6M_{split}_data.json. InterHand2.6M v1.0 has no per-frame H/M marker; the "
         f"H and M subsets come as the human_annot/ and machine_annot/ folders of the v0.0 "
@@ -199,9 +199,9 @@ class InterHandReader:
   def __init__(self, data_json, camera_json, joint_3d_json, image_dir, *, frames: str = "all",
                annotation: str = "H+M", split: str | None = None, check_images: bool = True):
     if frames not in FRAMES:
-      raise ValueError(f"frames must be one of {tuple(FRAMES)}, got {frames!r}")
+      raise errors.ConfigError(f"frames must be one of {tuple(FRAMES)}, got {frames!r}")
     if annotation not in ANNOTATIONS:
-      raise ValueError(f"annotation must be one of {ANNOTATIONS}, got {annotation!r}")
+      raise errors.ConfigError(f"annotation must be one of {ANNOTATIONS}, got {annotation!r}")
     self.data_json = os.fspath(data_json)
     self.camera_json = os.fspath(camera_json)
     self.joint_3d_json = os.fspath(joint_3d_json)

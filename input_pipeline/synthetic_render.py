@@ -44,6 +44,7 @@ Scene model (our choices, written down here):
 """
 
 import argparse
+import concurrent.futures
 import json
 import math
 import multiprocessing
@@ -56,7 +57,7 @@ import zlib
 import cv2
 import numpy as np
 
-from dfl_jax import conventions
+from dfl_jax import conventions, errors
 from input_pipeline import gestures, hand_model, hand_shape, interhand, synthetic_style
 
 HAND_TYPES = ("interacting", "right", "left")
@@ -333,6 +334,30 @@ def _worker_init():
   cv2.setNumThreads(1)
 
 
+def _render_in_pool(jobs, workers, report) -> int:
+  """Renders ``jobs`` in ``workers`` spawned processes; returns how many are done, in order.
+
+  Worker processes that cannot start (a script calling this without an
+  ``if __name__ == "__main__":`` guard re-runs itself in every spawned worker, which then dies;
+  a machine that refuses new processes) end the pool at once: a warning says so and the caller
+  renders the rest in this process (the jobs already done are kept; each writes its own files).
+  """
+  done = 0
+  try:
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init) as pool:
+      for _ in pool.map(_render_job, jobs, chunksize=8):
+        done += 1
+        report(done)
+  except (concurrent.futures.process.BrokenProcessPool, OSError) as e:
+    print(f"warning: the {workers} rendering worker processes could not run "
+          f"({type(e).__name__}: {errors.one_line(e)}); a script that renders with workers > 1 "
+          f"must call it under `if __name__ == \"__main__\":`. Rendering the remaining "
+          f"{len(jobs) - done} images in this process.", file=sys.stderr, flush=True)
+  return done
+
+
 # -------------------------------------------------------------------------------- the dataset
 
 def _split_code(split):
@@ -500,15 +525,12 @@ def generate(out_dir, num_images, seed, split="train", *, style="studio", gestur
       print(f"[{split}] {i}/{len(jobs)} images  {el:.1f} s  ({i / max(el, 1e-9):.1f} images/s)",
             flush=True)
 
+  done = 0
   if workers > 1 and len(jobs) > 32:
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_worker_init) as pool:
-      for i, _ in enumerate(pool.imap(_render_job, jobs, chunksize=8), 1):
-        report(i)
-  else:
-    for i, job in enumerate(jobs, 1):
-      _render_job(job)
-      report(i)
+    done = _render_in_pool(jobs, workers, report)
+  for i, job in enumerate(jobs[done:], done + 1):
+    _render_job(job)
+    report(i)
   seconds = time.time() - start
   return {"split": split, "out_dir": str(out_dir), "image_dir": str(image_dir),
           "depth_dir": str(out_dir / "depth" / split), "parts_dir": str(out_dir / "parts" / split),
@@ -537,7 +559,7 @@ def _parse_splits(text):
   for part in text.split(","):
     name, _, n = part.partition(":")
     if not name.strip() or not n.strip().isdigit():
-      raise ValueError(f"--splits must look like 'train:2000,val:200', got {text!r}")
+      raise errors.ConfigError(f"--splits must look like 'train:2000,val:200', got {text!r}")
     counts[name.strip()] = int(n)
   return counts
 
@@ -557,13 +579,11 @@ def main(argv=None):
   parser.add_argument("--views_per_frame", type=int, default=None,
                       help="default: the style's rig (studio 2, wild 1)")
   parser.add_argument("--quality", type=int, default=90)
+  errors.add_debug_argument(parser)
   args = parser.parse_args(argv)
-  try:
-    counts = _parse_splits(args.splits) if args.splits else {args.split: args.num_images}
-  except ValueError as e:
-    parser.error(str(e))
+  counts = _parse_splits(args.splits) if args.splits else {args.split: args.num_images}
   if not 0.0 <= args.gesture_fraction <= 1.0:
-    parser.error(f"--gesture_fraction must be in [0, 1], got {args.gesture_fraction}")
+    raise errors.ConfigError(f"--gesture_fraction must be in [0, 1], got {args.gesture_fraction}")
   start = time.time()
   summaries = generate_splits(args.out, counts, args.seed, workers=args.workers,
                               views_per_frame=args.views_per_frame, quality=args.quality,
@@ -581,4 +601,4 @@ def main(argv=None):
 
 def command():
   """Console script ``dfl-synthetic`` and ``python -m input_pipeline.synthetic``."""
-  main(sys.argv[1:])
+  errors.call(main, sys.argv[1:])

@@ -16,10 +16,12 @@ import pathlib
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
 import ml_collections
 
 from input_pipeline import dataset_build, pipeline, synthetic_render
+
+from dfl_jax import errors
 
 FLAGS = flags.FLAGS
 
@@ -81,4 +83,4 @@ def main(argv):
 def command():
   """Console script ``dfl-pipeline-bench`` and ``python -m input_pipeline.bench``."""
   define_flags()
-  app.run(main)
+  errors.run(main)

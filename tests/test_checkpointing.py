@@ -2,6 +2,7 @@
 
 import gc
 import os
+import shutil
 import signal
 import time
 from typing import Any
@@ -158,6 +159,12 @@ def test_damaged_latest_falls_back(tmp_path, caplog, damage):
     assert step == 2 and metrics == {"mpjpe_all": 2.0}
     assert_same(state, make_state(2))
     assert "checkpoint step 3" in caplog.text and "unusable" in caplog.text
+    # the report names the leaf and the file (from the step's inventory)
+    assert "dense" in caplog.text and "kernel" in caplog.text
+    damaged = os.path.relpath(path, tmp_path / "3")
+    assert damaged in caplog.text
+    assert {"delete": "missing", "truncate": "bytes, was", "flip_bit": "altered"}[damage] \
+        in caplog.text
     # kept for inspection, out of the way of the resumed run
     assert ckpt.all_steps() == [1, 2] and ckpt.best_step() == 2
     assert [p.name.split("-")[:2] for p in (tmp_path / "quarantine").iterdir()] == [
@@ -242,3 +249,55 @@ def test_preemption_guard_second_sigint_interrupts():
       os.kill(os.getpid(), signal.SIGINT)
       time.sleep(5)
   assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_step_missing_only_its_metadata_is_rebuilt_and_restored(tmp_path, caplog):
+  save_steps(tmp_path, [1, 2], mpjpe={1: 3.0, 2: 2.0})
+  os.remove(tmp_path / "2" / "meta" / checkpointing.META_FILE)
+  with Checkpointer(tmp_path) as ckpt:
+    step, state, metrics = ckpt.restore_latest(make_state(0))
+    assert step == 2 and metrics is None  # the arrays are back; the metrics were in the file
+    assert_same(state, make_state(2))
+    assert "rebuilt" in caplog.text
+  assert not (tmp_path / "quarantine").exists()
+  with Checkpointer(tmp_path) as ckpt:  # the rebuilt file carries the fingerprint again
+    flip_bit(biggest_state_file(tmp_path / "2"))
+    os.remove(tmp_path / "2" / checkpointing.INVENTORY)
+    with pytest.raises(checkpointing.CorruptCheckpointError, match="differs from what was saved"):
+      ckpt.restore(2, make_state(0))
+
+
+def test_missing_metadata_without_an_inventory_is_quarantined(tmp_path):
+  save_steps(tmp_path, [1, 2])
+  os.remove(tmp_path / "2" / "meta" / checkpointing.META_FILE)
+  os.remove(tmp_path / "2" / checkpointing.INVENTORY)
+  with Checkpointer(tmp_path) as ckpt:
+    step, _, _ = ckpt.restore_latest(make_state(0))
+  assert step == 1
+  assert [p.name.split("-")[0] for p in (tmp_path / "quarantine").iterdir()] == ["2"]
+
+
+@pytest.mark.parametrize("steps", [[1, 2], [2]])
+def test_missing_tree_metadata_is_rebuilt(tmp_path, caplog, steps):
+  """From another step of the run, or (no other step) from the state the config builds."""
+  save_steps(tmp_path, steps)
+  os.remove(tmp_path / "2" / "state" / "_METADATA")
+  with Checkpointer(tmp_path) as ckpt:
+    step, state, _ = ckpt.restore_latest(make_state(0))
+  assert step == 2
+  assert_same(state, make_state(2))
+  assert "_METADATA" in caplog.text and "rebuilt" in caplog.text
+  assert not any(p.name.startswith(".rebuild") for p in tmp_path.iterdir())
+
+
+def test_a_save_that_cannot_fit_stops_before_writing(tmp_path, monkeypatch):
+  save_steps(tmp_path, [1])
+  usage = shutil.disk_usage(tmp_path)
+  monkeypatch.setattr(checkpointing.shutil, "disk_usage",
+                      lambda path: usage._replace(free=1000))
+  with Checkpointer(tmp_path) as ckpt:
+    with pytest.raises(checkpointing.DiskFullError, match=r"step 2 .*needs about .*committed "
+                                                          r"steps \[1\] are kept"):
+      ckpt.save(2, make_state(2))
+    assert ckpt.all_steps() == [1]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]

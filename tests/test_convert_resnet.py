@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dfl_jax import errors
 from dfl_jax.network import resnet
 from dfl_jax.weights import backbone_file
 
@@ -182,9 +183,11 @@ def test_cli_refuses_existing_out(tmp_path, state, capsys):
   src = tmp_path / "resnet50.safetensors"
   safetensors_numpy.save_file(state, str(src))
   (tmp_path / "out").mkdir()
-  with pytest.raises(SystemExit):
-    backbone_file.main(["--src", str(src), "--out", str(tmp_path / "out")])
-  assert "--force" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as e:  # the command's error style: one line, exit 2
+    errors.call(backbone_file.main, ["--src", str(src), "--out", str(tmp_path / "out")])
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and "--force" in err and "Traceback" not in err
 
 
 def test_prefix_is_stripped(state):

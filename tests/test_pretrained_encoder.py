@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
+from dfl_jax import errors
 from dfl_jax import workdir
 from dfl_jax.network import model
 from dfl_jax.training import checkpointing
@@ -117,8 +118,8 @@ def test_missing_or_foreign_file_is_named(tmp_path):
   np.savez(foreign, arr_0=np.zeros(3))
   with pytest.raises(ValueError, match="foreign.npz.*arr_0"):
     encoder_file.load(foreign)
-  assert encoder_export.main(["--workdir", str(tmp_path / "empty"),
-                                  "--out", str(tmp_path / "x.npz")]) == 1
+  with pytest.raises(errors.MissingFileError, match="empty/config.json not found"):
+    encoder_export.main(["--workdir", str(tmp_path / "empty"), "--out", str(tmp_path / "x.npz")])
 
 
 def test_restore_targets_and_the_network_do_not_read_the_encoder_file(tmp_path):

@@ -171,3 +171,23 @@ def test_untrained_evaluation_and_a_failed_evaluation_keep_the_checkpoint(tmp_pa
   assert 0.0 <= results[0]["seg_part_accuracy"] <= 1.0
   step, state = workdir.restore_run(tmp_path, None, workdir.abstract_train_state(config))
   assert step == 2 and int(state.step) == 2
+
+
+def test_a_damaged_training_record_stops_naming_the_data_and_the_step():
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from configs import tiny  # pylint: disable=import-outside-toplevel
+  from dfl_jax import errors  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training import loop  # pylint: disable=import-outside-toplevel
+  config = tiny.get_config()
+  config.data.data_dir = "/data/tfds"
+
+  def damaged():
+    raise tf.errors.DataLossError(None, None, "corrupted record at 1234")
+    yield  # pylint: disable=unreachable
+
+  with pytest.raises(loop.TrainingDataError, match=r"/data/tfds failed at step 7: corrupted "
+                                                   r"record at 1234.*input_pipeline.build") as e:
+    loop._next_batch(damaged(), config, 7)
+  assert isinstance(e.value, errors.UserError)
+  with pytest.raises(loop.TrainingDataError, match="ended at step 3"):
+    loop._next_batch(iter(()), config, 3)

@@ -33,6 +33,7 @@ import pathlib
 from absl import app, flags
 from ml_collections import config_flags
 
+from dfl_jax import errors
 from dfl_jax.evaluation import hic, predictions, protocols, report
 
 
@@ -111,4 +112,4 @@ def main(argv):
 def command():
   """Console script ``dfl-evaluate`` and ``python -m dfl_jax.evaluate``."""
   define_flags()
-  app.run(main)
+  errors.run(main)

@@ -33,6 +33,7 @@ import pathlib
 import numpy as np
 import plyfile
 
+from dfl_jax import errors
 from dfl_jax.conventions import LEFT_WRIST, NUM_JOINTS, RIGHT_WRIST
 from dfl_jax.evaluation.predictions import load_predictions
 from dfl_jax.evaluation.protocols import read_json
@@ -53,9 +54,9 @@ def read_ply_vertices(path) -> np.ndarray:
     vertex = data["vertex"]
     return np.stack([np.asarray(vertex[c], np.float64) for c in ("x", "y", "z")], axis=-1)
   except FileNotFoundError:
-    raise FileNotFoundError(f"HIC mesh not found: {path}") from None
+    raise errors.MissingFileError(f"HIC mesh not found: {path}") from None
   except (KeyError, ValueError, plyfile.PlyParseError) as e:
-    raise ValueError(f"{path}: not a PLY mesh with x, y, z vertices ({e})") from e
+    raise errors.InputError(f"{path}: not a PLY mesh with x, y, z vertices ({e})") from e
 
 
 def load_regressor(path) -> np.ndarray:
@@ -63,11 +64,11 @@ def load_regressor(path) -> np.ndarray:
   try:
     regressor = np.load(os.fspath(path), allow_pickle=False)
   except FileNotFoundError:
-    raise FileNotFoundError(f"--mano_regressor file not found: {path}") from None
+    raise errors.MissingFileError(f"--mano_regressor file not found: {path}") from None
   except ValueError as e:
-    raise ValueError(f"{path}: not a .npy array ({e})") from e
+    raise errors.InputError(f"{path}: not a .npy array ({e})") from e
   if regressor.shape != (16, NUM_VERTICES):
-    raise ValueError(f"{path}: MANO's J_regressor must be [16, {NUM_VERTICES}], got "
+    raise errors.InputError(f"{path}: MANO's J_regressor must be [16, {NUM_VERTICES}], got "
                      f"{regressor.shape}")
   return regressor.astype(np.float64)
 
@@ -76,7 +77,7 @@ def mesh_joints(vertices, regressor) -> np.ndarray:
   """[21, 3] joints of one hand's mesh [778, 3] in InterHand2.6M's per-hand order."""
   vertices = np.asarray(vertices, np.float64)
   if vertices.shape != (NUM_VERTICES, 3):
-    raise ValueError(f"a MANO mesh has {NUM_VERTICES} vertices, got {vertices.shape}")
+    raise errors.InputError(f"a MANO mesh has {NUM_VERTICES} vertices, got {vertices.shape}")
   mano = np.concatenate([regressor @ vertices, vertices[list(FINGERTIP_VERTICES)]], axis=0)
   joints = np.zeros((21, 3))
   joints[list(MANO_TO_IH)] = mano
@@ -92,15 +93,16 @@ def load_hic(hic_json, regressor) -> list[dict]:
     images = {int(im["id"]): im for im in db["images"]}
     annotations = db["annotations"]
   except (KeyError, TypeError) as e:
-    raise ValueError(f"{hic_json}: expected COCO-style 'images' and 'annotations' ({e})") from e
+    raise errors.InputError(
+        f"{hic_json}: expected COCO-style 'images' and 'annotations' ({e})") from e
   records = []
   for ann in annotations:
     try:
       aid, image_id, hand_type = int(ann["id"]), int(ann["image_id"]), str(ann["hand_type"])
     except (KeyError, TypeError, ValueError) as e:
-      raise ValueError(f"{hic_json}: annotation {ann.get('id', '?')}: {e}") from e
+      raise errors.InputError(f"{hic_json}: annotation {ann.get('id', '?')}: {e}") from e
     if hand_type not in ("right", "left", "interacting"):
-      raise ValueError(f"{hic_json}: annotation {aid}: unknown hand_type {hand_type!r}")
+      raise errors.InputError(f"{hic_json}: annotation {aid}: unknown hand_type {hand_type!r}")
     joints, valid = np.zeros((NUM_JOINTS, 3)), np.zeros(NUM_JOINTS)
     for name, offset, _ in HANDS:
       rel = ann.get(f"{name}_mano_path")
@@ -114,7 +116,7 @@ def load_hic(hic_json, regressor) -> list[dict]:
                     "file_name": images.get(image_id, {}).get("file_name"),
                     "hand_type": hand_type, "joint_cam": joints, "joint_valid": valid})
   if not records:
-    raise ValueError(f"{hic_json}: no annotation has a mesh")
+    raise errors.InputError(f"{hic_json}: no annotation has a mesh")
   return records
 
 
@@ -149,7 +151,7 @@ def evaluate_hic_predictions(predictions_path, hic_json, regressor_path, out_dir
   preds = load_predictions(predictions_path)
   scored = [r for r in records if str(r["annotation_id"]) in preds]
   if not scored:
-    raise ValueError(f"{predictions_path}: no prediction has an annotation id of {hic_json} "
+    raise errors.InputError(f"{predictions_path}: no prediction has an annotation id of {hic_json} "
                      f"(first ids there: {[r['annotation_id'] for r in records[:5]]})")
   result = hic_mpjpe(np.stack([preds[str(r["annotation_id"])]["joints_cam_mm"] for r in scored]),
                      np.stack([r["joint_cam"] for r in scored]),

@@ -44,6 +44,7 @@ import warnings
 
 import numpy as np
 
+from dfl_jax import errors
 from dfl_jax.conventions import NUM_JOINTS
 from dfl_jax.evaluation import metrics as metrics_lib
 from dfl_jax.evaluation import protocols
@@ -54,7 +55,7 @@ KINDS = ("data", "camera", "joint_3d")
 NUM_IDS_SHOWN = 10
 
 
-class PredictionsFormatError(ValueError):
+class PredictionsFormatError(errors.InputError):
   """A predictions file that is not valid JSON or not in the documented format."""
 
 
@@ -70,7 +71,7 @@ def find_annotation_files(annotations_dir, split: str = "test") -> tuple[pathlib
   ``_{split}_`` wins when several match)."""
   folder = pathlib.Path(annotations_dir)
   if not folder.is_dir():
-    raise FileNotFoundError(f"annotations folder not found: {folder}")
+    raise errors.MissingFileError(f"annotations folder not found: {folder}")
   official = [folder / f"InterHand2.6M_{split}_{kind}.json" for kind in KINDS]
   if all(path.is_file() for path in official):
     return tuple(official)
@@ -84,7 +85,7 @@ def find_annotation_files(annotations_dir, split: str = "test") -> tuple[pathlib
       of_split = [m for m in matches if f"_{split}_" in m.name or m.name.startswith(f"{split}_")]
       matches = of_split if of_split else matches
     if len(matches) != 1:
-      raise FileNotFoundError(
+      raise errors.MissingFileError(
           f"{folder}: expected InterHand2.6M_{split}_{kind}.json or exactly one *{kind}.json, "
           f"found {[m.name for m in matches] or 'none'}")
     found.append(matches[0])
@@ -175,7 +176,7 @@ def load_predictions(path) -> dict[str, dict]:
     with open(path, "rb") as f:
       raw = json.loads(f.read(), object_pairs_hook=_no_duplicate_keys(duplicates))
   except FileNotFoundError:
-    raise FileNotFoundError(f"predictions file not found: {path}") from None
+    raise errors.MissingFileError(f"predictions file not found: {path}") from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise PredictionsFormatError(f"{path}: malformed JSON: {e}") from e
   if duplicates:
@@ -204,17 +205,17 @@ def select_records(records: list[dict], protocol: str = "interhand", frame_filte
                    id_list=None, images_dir=None) -> tuple[list[dict], dict]:
   """The records a protocol scores, and what was left out (counts by reason)."""
   if protocol not in protocols.PROTOCOLS or protocol == "hic":
-    raise ValueError(f"--protocol must be one of {protocols.PROTOCOLS} (hic: hic.py, on "
+    raise errors.InputError(f"--protocol must be one of {protocols.PROTOCOLS} (hic: hic.py, on "
                      f"HIC's own files), got {protocol!r} for InterHand2.6M annotations")
   if frame_filter not in protocols.FILTERS:
-    raise ValueError(f"--filter must be one of {protocols.FILTERS}, got {frame_filter!r}")
+    raise errors.InputError(f"--filter must be one of {protocols.FILTERS}, got {frame_filter!r}")
   if frame_filter != "none" and protocol != "interhand":
-    raise ValueError(f"--filter={frame_filter} is a frame filter of the interhand protocol; "
+    raise errors.InputError(f"--filter={frame_filter} is a frame filter of the interhand protocol; "
                      f"{protocol} has its own frames")
   dropped = {}
   if protocol == "interwild":
     if id_list is None:
-      raise ValueError("--protocol=interwild needs --id_list (InterWild's "
+      raise errors.InputError("--protocol=interwild needs --id_list (InterWild's "
                        "aid_human_annot_test.txt: the human-annotated test subset)")
     ids = protocols.read_id_list(id_list) if not isinstance(id_list, (set, frozenset)) else id_list
     kept = [r for r in records if str(r["annotation_id"]) in ids]
@@ -246,12 +247,12 @@ def score_predictions(predictions: dict, records: list[dict], protocol: str = "i
   them (``OfficialMetrics.update``)."""
   predictions = parse_predictions(predictions)
   if root_depths is not None and (protocol != "interhand"):
-    raise ValueError(f"--root_depth is for --protocol=interhand (its MRRPE); {protocol} uses "
-                     "the GT root depths")
+    raise errors.InputError(f"--root_depth is for --protocol=interhand (its MRRPE); {protocol} "
+                            "uses the GT root depths")
   records, dropped = select_records(records, protocol, frame_filter, id_list, images_dir)
   if gt_joints is not None:
     if protocol != "intaghand":
-      raise ValueError("--gt_joints replaces the GT of the intaghand protocol only")
+      raise errors.InputError("--gt_joints replaces the GT of the intaghand protocol only")
     with_gt = [dict(r, joint_cam=gt_joints[str(r["annotation_id"])],
                     joint_valid=np.ones(NUM_JOINTS)) for r in records
                if str(r["annotation_id"]) in gt_joints]
@@ -264,7 +265,7 @@ def score_predictions(predictions: dict, records: list[dict], protocol: str = "i
   unknown = ([pid for pid in predictions if pid not in by_id]
              if protocol == "interhand" and frame_filter == "none" else [])
   if not scored:
-    raise ValueError(f"no prediction matches an annotation id that {protocol} scores "
+    raise errors.InputError(f"no prediction matches an annotation id that {protocol} scores "
                      f"({len(predictions)} predictions, {len(by_id)} annotations after "
                      f"selection {dropped}; first prediction ids: "
                      f"{list(predictions)[:NUM_IDS_SHOWN]})")
@@ -319,8 +320,8 @@ def score_predictions(predictions: dict, records: list[dict], protocol: str = "i
   if root_depths is not None:
     absent = [rid for rid in scored if rid not in root_depths]
     if absent:
-      raise ValueError(f"--root_depth has no depth for annotation ids {absent[:NUM_IDS_SHOWN]} "
-                       f"({len(absent)} scored frames)")
+      raise errors.InputError(f"--root_depth has no depth for annotation ids "
+                              f"{absent[:NUM_IDS_SHOWN]} ({len(absent)} scored frames)")
     abs_depth = np.stack([root_depths[rid] for rid in scored])
   accumulator = metrics_lib.OfficialMetrics()
   accumulator.update(pred, gt, valid, hand_type, pred_rel_root_depth_mm=rel_root,

@@ -48,6 +48,7 @@ import json
 import cv2
 import numpy as np
 
+from dfl_jax import errors
 from dfl_jax.conventions import LEFT_WRIST, NUM_JOINTS, RIGHT_WRIST
 from dfl_jax.evaluation.metrics import hand_type_ids, mrrpe_errors
 
@@ -74,7 +75,7 @@ def image_brightness(path) -> float:
   ``cv.imread(path).mean()``); raises naming the file when it cannot be read."""
   image = cv2.imread(str(path), cv2.IMREAD_COLOR)
   if image is None:
-    raise FileNotFoundError(f"image not readable for the brightness filter: {path}")
+    raise errors.MissingFileError(f"image not readable for the brightness filter: {path}")
   return float(image.mean())
 
 
@@ -114,12 +115,12 @@ def intaghand_mpjpe(pred, gt, valid) -> dict:
   aligned, gt = intaghand_align(pred, gt)
   if not np.all(np.isfinite(aligned[valid])):
     bad = np.flatnonzero(~np.all(np.isfinite(aligned) | ~valid[..., None], axis=(1, 2)))
-    raise ValueError(f"intaghand: frames {bad[:10].tolist()} have a predicted wrist at their "
-                     "middle MCP (zero length): the scale is undefined")
-  errors = np.linalg.norm(aligned - gt, axis=-1)
+    raise errors.InputError(f"intaghand: frames {bad[:10].tolist()} have a predicted wrist at "
+                            "their middle MCP (zero length): the scale is undefined")
+  distances = np.linalg.norm(aligned - gt, axis=-1)
   result = {}
   for name, hand in HANDS.items():
-    e, v = errors[:, hand], valid[:, hand]
+    e, v = distances[:, hand], valid[:, hand]
     result[f"mpjpe_{name}"] = float(e[v].mean()) if v.any() else None
   both = [result["mpjpe_left"], result["mpjpe_right"]]
   result["mpjpe"] = None if None in both else (both[0] + both[1]) / 2
@@ -174,14 +175,14 @@ def interwild_mpjpe(pred, gt, valid, hand_type, pred_rel_root_depth_mm=None) -> 
   return result
 
 
-def read_json(path, what: str, error=ValueError):
+def read_json(path, what: str, error=errors.InputError):
   """A user-given JSON file's content; a missing file is a FileNotFoundError naming ``what``
   (the flag) and the path, malformed JSON an ``error`` naming the path."""
   try:
     with open(path, encoding="utf-8") as f:
       return json.load(f)
   except FileNotFoundError:
-    raise FileNotFoundError(f"{what} file not found: {path}") from None
+    raise errors.MissingFileError(f"{what} file not found: {path}") from None
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise error(f"{path}: malformed JSON: {e}") from e
 
@@ -196,22 +197,22 @@ def read_root_depths(path) -> dict[str, np.ndarray]:
     try:
       pairs = [(str(int(e["annot_id"])), e["abs_depth"]) for e in raw]
     except (KeyError, TypeError, ValueError) as e:
-      raise ValueError(f"{path}: expected a list of {{'annot_id', 'abs_depth'}} entries "
+      raise errors.InputError(f"{path}: expected a list of {{'annot_id', 'abs_depth'}} entries "
                        f"({type(e).__name__}: {e})") from e
   elif isinstance(raw, dict):
     pairs = [(str(k), v) for k, v in raw.items()]
   else:
-    raise ValueError(f"{path}: expected a list or an object, got {type(raw).__name__}")
+    raise errors.InputError(f"{path}: expected a list or an object, got {type(raw).__name__}")
   out = {}
   for key, value in pairs:
     depth = np.asarray(value, np.float64) if isinstance(value, list) else None
     if depth is None or depth.shape != (2,) or not np.all(np.isfinite(depth)) or np.any(
         depth <= 0):
-      raise ValueError(f"{path}: id {key}: abs_depth must be [right_mm, left_mm] > 0, got "
+      raise errors.InputError(f"{path}: id {key}: abs_depth must be [right_mm, left_mm] > 0, got "
                        f"{value!r}")
     out[key] = depth
   if not out:
-    raise ValueError(f"{path}: no root depths")
+    raise errors.InputError(f"{path}: no root depths")
   return out
 
 
@@ -225,10 +226,10 @@ def read_id_list(path) -> set[str]:
       if not text:
         continue
       if not text.lstrip("-").isdigit():
-        raise ValueError(f"{path}:{n}: not an annotation id: {text!r}")
+        raise errors.InputError(f"{path}:{n}: not an annotation id: {text!r}")
       ids.add(str(int(text)))
   if not ids:
-    raise ValueError(f"{path}: no annotation ids")
+    raise errors.InputError(f"{path}: no annotation ids")
   return ids
 
 

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dfl_jax import errors
 from dfl_jax.serving import inference
 
 OUTPUTS = ("joints", "hand_presence_logits", "rel_root_depth")
@@ -148,4 +149,4 @@ def main(argv):
 def command():
   """Console script ``dfl-export`` and ``python -m dfl_jax.export``."""
   define_flags()
-  app.run(main)
+  errors.run(main)

@@ -58,7 +58,7 @@ from absl import app, flags, logging
 import cv2
 import numpy as np
 
-from dfl_jax import conventions
+from dfl_jax import conventions, errors
 from dfl_jax.serving import detector as detector_lib, inference, visualize
 from input_pipeline import interhand
 
@@ -359,13 +359,8 @@ def main(argv):
     try:
       detector = detector_lib.create(FLAGS.detector_model)
     except detector_lib.DetectorUnavailable as e:
-      print(f"predict: {e}", file=sys.stderr)
-      return 2
-  try:
-    net = inference.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.config)
-  except Exception as e:  # pylint: disable=broad-except
-    print(f"predict: cannot load the model: {type(e).__name__}: {e}", file=sys.stderr)
-    return 2
+      raise errors.ConfigError(str(e)) from None
+  net = inference.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.config)  # errors name it
   try:
     report = run(FLAGS.input, net, FLAGS.out, boxes=boxes, detector=detector, focal=focal,
                  princpt=princpt, root_depth_mm=FLAGS.root_depth_mm,
@@ -383,4 +378,4 @@ def main(argv):
 def command():
   """Console script ``dfl-predict`` and ``python -m dfl_jax.predict``."""
   define_flags()
-  app.run(main)
+  errors.run(main)

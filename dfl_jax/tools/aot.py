@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSharding
 import numpy as np
 
-from dfl_jax import parallel, workdir
+from dfl_jax import errors, parallel, workdir
 from dfl_jax.network import attention
 from dfl_jax.network.model import DTYPES, model_for
 from dfl_jax.serving import prepared
@@ -358,4 +358,4 @@ def main(argv):
 def command():
   """Console script ``dfl-aot`` and ``python -m dfl_jax.aot``."""
   define_flags()
-  app.run(main)
+  errors.run(main)

@@ -36,7 +36,7 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
-from dfl_jax import parallel
+from dfl_jax import errors, parallel
 from dfl_jax.conventions import DEPTH_UNITS, NUM_JOINTS
 from dfl_jax.network.model import init_variables
 from dfl_jax.serving import prepared
@@ -427,4 +427,4 @@ def main(argv):
 def command():
   """Console script ``dfl-bench`` and ``python -m dfl_jax.bench``."""
   define_flags()
-  app.run(main)
+  errors.run(main)

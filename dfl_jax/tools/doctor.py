@@ -23,6 +23,8 @@ import subprocess
 
 from absl import app, flags
 
+from dfl_jax import errors
+
 PACKAGES = ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin",
             "jax-cuda13-pjrt", "libtpu", "nvidia-cudnn-cu12", "nvidia-cudnn-cu13", "flax",
             "optax", "orbax-checkpoint")
@@ -186,4 +188,4 @@ def main(argv):
 def command():
   """Console script ``dfl-doctor`` and ``python -m dfl_jax.doctor``."""
   define_flags()
-  app.run(main)
+  errors.run(main)

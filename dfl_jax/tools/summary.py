@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dfl_jax import errors
 from dfl_jax.network.model import create_model
 
 
@@ -63,4 +64,4 @@ def main(argv):
 def command():
   """Console script ``dfl-summary`` and ``python -m dfl_jax.summary``."""
   define_flags()
-  app.run(main)
+  errors.run(main)

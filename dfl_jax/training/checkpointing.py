@@ -147,7 +147,20 @@ class _DropFailedSaveNoise(std_logging.Filter):
                                                     "Future exception was never retrieved"))
 
 
+class _OneLineOrbaxErrors(std_logging.Filter):
+  """Orbax logs each failed save thread's traceback; ``Checkpointer`` raises the cause itself,
+  so those records keep their first line only (``--debug`` / DFL_DEBUG keeps them whole)."""
+
+  def filter(self, record):
+    if ("orbax" in record.pathname and record.levelno >= std_logging.ERROR
+        and record.exc_info and not errors.debugging()):
+      record.msg, record.args = errors.one_line(record.getMessage(), 300), None
+      record.exc_info, record.exc_text = None, None
+    return True
+
+
 std_logging.getLogger("asyncio").addFilter(_DropFailedSaveNoise())
+std_logging.getLogger("absl").addFilter(_OneLineOrbaxErrors())
 
 
 def _inventory(step_dir) -> dict:

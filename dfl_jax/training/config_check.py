@@ -129,8 +129,9 @@ def check_data(config):
                                       data_dir=data_dir)
   if not builder.is_prepared():
     found = sorted(str(p.relative_to(data_dir)) for p in _dataset_versions(data_dir))
+    name = tfds_builder.ANNOTATIONS[config.data.annotation]
     raise errors.MissingFileError(
-        f"config.data.data_dir={data_dir} holds no '{tfds_builder.ANNOTATIONS[config.data.annotation]}' "
+        f"config.data.data_dir={data_dir} holds no '{name}' "
         f"InterHand2.6M dataset (config.data.annotation={config.data.annotation!r}; found: "
         f"{', '.join(found) or 'nothing'}); " + BUILD_HINT.replace("DIR", data_dir))
   splits = builder.info.splits

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from dfl_jax import errors
 from dfl_jax.network import fpn, resnet
 from dfl_jax.weights import encoder_file
 
@@ -108,22 +109,22 @@ def convert_state_dict(state: Mapping[str, Any], source: Optional[str] = None) -
 
   unknown = set(state) - set(layout)
   missing = set(layout) - set(state)
-  errors = []
+  problems = []
   if unknown:
-    errors.append(f"unknown keys{where}: {_list(unknown)}")
+    problems.append(f"unknown keys{where}: {_list(unknown)}")
   if missing:
-    errors.append(f"missing keys{where}: {_list(missing)}")
+    problems.append(f"missing keys{where}: {_list(missing)}")
   mismatched = []
   for key in sorted(set(state) & set(layout)):
     got = tuple(np.shape(state[key]))
     if got != layout[key][2]:
       mismatched.append(f"{key} has shape {got}, expected {layout[key][2]}")
   if mismatched:
-    errors.append(f"shape mismatch{where}: " + "; ".join(mismatched[:10]))
-  if errors:
-    raise ValueError("not a ResNet-50 state dict (torchvision/timm layout"
+    problems.append(f"shape mismatch{where}: " + "; ".join(mismatched[:10]))
+  if problems:
+    raise errors.InputError("not a ResNet-50 state dict (torchvision/timm layout"
                      + (f", stripped prefix {prefix!r}" if prefix else "") + "):\n  "
-                     + "\n  ".join(errors))
+                     + "\n  ".join(problems))
 
   flat = {"params": {}, "batch_stats": {}}
   for key, (collection, path, _) in layout.items():
@@ -169,7 +170,7 @@ def convert_fpn_state_dict(state: Mapping[str, Any], source: Optional[str] = Non
   where = f" in {source}" if source else ""
   torch_names = {"kernel": "weight", "bias": "bias"}
   blocks = {"lateral": "inner_blocks", "output": "layer_blocks"}
-  converted, used, errors = {}, set(), []
+  converted, used, problems = {}, set(), []
   for path, shape in _fpn_layout().items():
     module, leaf = path
     kind, level = module.rstrip("0123456789"), module[len(module.rstrip("0123456789")):]
@@ -177,11 +178,11 @@ def convert_fpn_state_dict(state: Mapping[str, Any], source: Optional[str] = Non
              f"{blocks[kind]}.{level}.{torch_names[leaf]}"]  # torchvision < 0.13
     key = next((n for n in names if n in state), None)
     if key is None:
-      errors.append(f"missing {DETECTION_FPN}{names[0]}{where}")
+      problems.append(f"missing {DETECTION_FPN}{names[0]}{where}")
       continue
     value = np.asarray(state[key], np.float32)
     if value.shape != shape:
-      errors.append(f"{DETECTION_FPN}{key} has shape {value.shape}, expected {shape}{where} "
+      problems.append(f"{DETECTION_FPN}{key} has shape {value.shape}, expected {shape}{where} "
                     "(DFL's FPN is 4 levels of 256 channels on ResNet-50)")
       continue
     if leaf == "kernel":
@@ -190,10 +191,11 @@ def convert_fpn_state_dict(state: Mapping[str, Any], source: Optional[str] = Non
     used.add(key)
   unknown = sorted(set(state) - used)
   if unknown:
-    errors.append(f"unknown FPN keys{where}: {_list(DETECTION_FPN + k for k in unknown)} "
+    problems.append(f"unknown FPN keys{where}: {_list(DETECTION_FPN + k for k in unknown)} "
                   "(a v2 detector's normalised FPN or extra levels are not supported)")
-  if errors:
-    raise ValueError("not a torchvision ResNet50-FPN (v1) FPN:\n  " + "\n  ".join(errors))
+  if problems:
+    raise errors.InputError("not a torchvision ResNet50-FPN (v1) FPN:\n  "
+                            + "\n  ".join(problems))
   return flax.traverse_util.unflatten_dict(converted)
 
 
@@ -206,7 +208,7 @@ def convert_detection_state_dict(state: Mapping[str, Any], source: Optional[str]
       (DETECTION_BODY, DETECTION_FPN) + _DETECTION_HEADS))
   if other:
     where = f" in {source}" if source else ""
-    raise ValueError(f"unknown keys{where} beside backbone.body, backbone.fpn, rpn and "
+    raise errors.InputError(f"unknown keys{where} beside backbone.body, backbone.fpn, rpn and "
                      f"roi_heads: {_list(other)}")
   tree = convert_state_dict(body, source=f"{source or 'state dict'} ({DETECTION_BODY}*)")
   tree["fpn"] = {"params": convert_fpn_state_dict(neck, source)}
@@ -226,7 +228,7 @@ def _unwrap(state, source):
     if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
       state = state[wrapper]
   if not isinstance(state, Mapping):
-    raise ValueError(f"{source} does not hold a state dict (got {type(state).__name__})")
+    raise errors.InputError(f"{source} does not hold a state dict (got {type(state).__name__})")
   return state
 
 
@@ -248,13 +250,13 @@ def load_state_dict(path: str) -> dict:
     out = {}
     for key, value in state.items():
       if not isinstance(value, torch.Tensor):
-        raise ValueError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        raise errors.InputError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
       value = value.detach()
       if value.is_floating_point():
         value = value.to(torch.float32)
       out[key] = value.numpy()
     return out
-  raise ValueError(f"unsupported weights file {path!r}: use .safetensors, or .pth/.pt/.bin "
+  raise errors.InputError(f"unsupported weights file {path!r}: use .safetensors, or .pth/.pt/.bin "
                    "(read with torch.load(weights_only=True)); plain pickles are refused")
 
 
@@ -262,7 +264,7 @@ def save_backbone(tree: Mapping[str, Any], out_dir: str, force: bool = False) ->
   """Write the converted tree to ``out_dir`` (an orbax checkpoint); returns the absolute path."""
   out_dir = os.path.abspath(os.fspath(out_dir))
   if os.path.exists(out_dir) and not force:
-    raise FileExistsError(f"{out_dir} already exists (pass force=True / --force to overwrite)")
+    raise errors.ConfigError(f"{out_dir} already exists (pass force=True / --force to overwrite)")
   tree = jax.tree_util.tree_map(np.asarray, flax.core.unfreeze(tree))
   ocp.PyTreeCheckpointer().save(out_dir, tree, force=force)  # synchronous: done on return
   return out_dir
@@ -307,12 +309,13 @@ def main(argv=None):
                       help=".safetensors, or .pth/.pt/.bin (needs torch; weights_only load)")
   parser.add_argument("--out", required=True, help="output directory (orbax checkpoint)")
   parser.add_argument("--force", action="store_true", help="overwrite an existing --out")
+  errors.add_debug_argument(parser)
   args = parser.parse_args(argv)
   try:
     tree = convert_any_state_dict(load_state_dict(args.src), source=args.src)
     out_dir = save_backbone(tree, args.out, force=args.force)
-  except (ValueError, ImportError, OSError) as e:
-    parser.exit(1, f"error: {e}\n")
+  except ImportError as e:  # a .pth without torch installed
+    raise errors.ConfigError(f"--src {args.src}: {errors.one_line(e)}") from e
   counts = {c: len(jax.tree_util.tree_leaves(t)) for c, t in tree.items()}
   what = "backbone and FPN" if "fpn" in tree else "backbone only; the FPN starts at random"
   print(f"converted {sum(counts.values())} tensors ({counts['params']} backbone params, "
@@ -322,4 +325,4 @@ def main(argv=None):
 
 def command():
   """Console script ``dfl-convert-resnet`` and ``python -m dfl_jax.convert_resnet``."""
-  main()
+  errors.call(main)

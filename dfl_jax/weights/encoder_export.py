@@ -11,7 +11,7 @@ import pathlib
 import sys
 from typing import Sequence
 
-from dfl_jax import workdir as workdir_lib
+from dfl_jax import errors, workdir as workdir_lib
 from dfl_jax.weights import encoder_file
 
 
@@ -37,17 +37,17 @@ def main(argv=None):
   parser.add_argument("--out", required=True, help="output .npz")
   parser.add_argument("--modules", default=",".join(encoder_file.DEFAULT_MODULES),
                       help="top-level modules to export (comma separated)")
+  errors.add_debug_argument(parser)
   args = parser.parse_args(argv)
   modules = tuple(m for m in args.modules.split(",") if m)
   try:
     path = export_run(args.workdir, args.out, args.checkpoint, modules)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"pretrained_encoder: {e}", file=sys.stderr)
-    return 1
+  except ValueError as e:  # an unknown module name, a file that cannot be written
+    raise errors.ConfigError(f"{errors.one_line(e)}") from e
   print(path)
   return 0
 
 
 def command():
   """Console script ``dfl-pretrained-encoder`` and ``python -m dfl_jax.pretrained_encoder``."""
-  sys.exit(main())
+  sys.exit(errors.call(main))

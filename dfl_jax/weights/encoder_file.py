@@ -31,6 +31,8 @@ import flax.traverse_util
 import jax
 import numpy as np
 
+from dfl_jax import errors
+
 DEFAULT_MODULES = ("backbone", "fpn", "segmentation")
 COLLECTIONS = ("params", "batch_stats")
 
@@ -40,7 +42,7 @@ def extract(variables: Mapping, modules: Sequence[str] = DEFAULT_MODULES) -> dic
   have = _modules(variables)
   missing = [m for m in modules if m not in have]
   if missing:
-    raise ValueError(f"the model has no module(s) {missing} (it has {sorted(have)})")
+    raise errors.InputError(f"the model has no module(s) {missing} (it has {sorted(have)})")
   return {k: np.asarray(jax.device_get(v)) for k, v in _select(_flat(variables), modules).items()}
 
 
@@ -79,18 +81,18 @@ def load(path) -> tuple[dict, dict]:
   """(flat arrays, meta) from a file written by ``save``; errors name the file."""
   path = pathlib.Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"config.train.encoder_init: {path} does not exist (write one with "
+    raise errors.MissingFileError(f"config.train.encoder_init: {path} does not exist (write one with "
                             f"`python -m dfl_jax.pretrained_encoder --workdir RUN --out FILE`)")
   try:
     with np.load(path, allow_pickle=False) as data:
       flat = {k: data[k] for k in data.files}
   except Exception as e:  # zipfile, ValueError, OSError: all mean "not our file"
-    raise ValueError(f"config.train.encoder_init: {path} is not a readable .npz of encoder "
+    raise errors.InputError(f"config.train.encoder_init: {path} is not a readable .npz of encoder "
                      f"weights ({type(e).__name__}: {e})") from e
   meta = json.loads(str(flat.pop("__meta__"))) if "__meta__" in flat else {}
   foreign = [k for k in flat if len(k.split("/")) < 3 or k.split("/")[0] not in COLLECTIONS]
   if foreign or not flat:
-    raise ValueError(f"config.train.encoder_init: {path} holds no encoder weights of the form "
+    raise errors.InputError(f"config.train.encoder_init: {path} holds no encoder weights of the form "
                      f"'params|batch_stats/MODULE/...' (found {_first(foreign or ['nothing'])}); "
                      f"write one with `python -m dfl_jax.pretrained_encoder`")
   return flat, meta
@@ -109,22 +111,22 @@ def merge(variables: Mapping, flat: Mapping[str, np.ndarray], source: str = "enc
     logging.warning("%s: module(s) %s not in this model, not loaded", source, skipped)
     flat = {k: v for k, v in flat.items() if _module(k) in have}
   if not flat:
-    raise ValueError(f"{source}: none of its modules {skipped} is in this model")
+    raise errors.InputError(f"{source}: none of its modules {skipped} is in this model")
   modules = sorted({_module(k) for k in flat})
   merged = _flat(variables)  # shapes only are read: works under jax.eval_shape too
   ours = _select(merged, modules)
-  errors = []
+  problems = []
   if set(flat) - set(ours):
-    errors.append(f"not in the model: {_first(set(flat) - set(ours))}")
+    problems.append(f"not in the model: {_first(set(flat) - set(ours))}")
   if set(ours) - set(flat):
-    errors.append(f"missing from the file: {_first(set(ours) - set(flat))}")
+    problems.append(f"missing from the file: {_first(set(ours) - set(flat))}")
   for key in sorted(set(ours) & set(flat)):
     if tuple(np.shape(ours[key])) != tuple(flat[key].shape):
-      errors.append(f"{key} has shape {flat[key].shape}, the model expects "
+      problems.append(f"{key} has shape {flat[key].shape}, the model expects "
                     f"{tuple(np.shape(ours[key]))}")
-  if errors:
-    raise ValueError(f"{source} does not fit this model's {', '.join(modules)} (another model "
-                     f"configuration?): " + "; ".join(errors[:5]))
+  if problems:
+    raise errors.InputError(f"{source} does not fit this model's {', '.join(modules)} (another model "
+                     f"configuration?): " + "; ".join(problems[:5]))
   merged.update({k: np.asarray(v, dtype=ours[k].dtype) for k, v in flat.items()})
   return flax.traverse_util.unflatten_dict(merged, sep="/")
 
