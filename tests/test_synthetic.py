@@ -1,6 +1,9 @@
 """The synthetic mini-InterHand: official schema, geometry, painter's order, determinism."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -437,3 +440,23 @@ def test_the_builder_and_pipeline_carry_exact_parts_and_depth(tmp_path):
         total += 1
         own += (label - 1) // 16 == j // 21
   assert total > 50 and own / total > 0.8
+
+
+def test_workers_without_a_main_guard_fall_back_to_one_process(tmp_path):
+  """A script that renders with workers and no ``if __name__ == "__main__":`` guard: every
+  spawned worker re-runs the script and dies; the pool says so and this process renders all."""
+  root = pathlib.Path(__file__).resolve().parents[1]
+  script = tmp_path / "unguarded.py"
+  script.write_text(
+      "import sys\n"
+      f"sys.path.insert(0, {str(root)!r})\n"
+      "from input_pipeline import synthetic_render\n"
+      f"s = synthetic_render.generate({str(tmp_path / 'out')!r}, 40, 0, workers=2)\n"
+      "print('IMAGES', s['num_images'])\n")
+  proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                        text=True, timeout=1200, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "IMAGES 40" in proc.stdout
+  assert "could not run" in proc.stderr and "__main__" in proc.stderr, proc.stderr[-3000:]
+  images = list((tmp_path / "out" / "images").rglob("*.jpg"))
+  assert len(images) == 40
