@@ -12,6 +12,8 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
+from dfl_jax import errors
+
 AXIS = "batch"
 
 
@@ -38,10 +40,11 @@ def replicated(mesh) -> NamedSharding:
 
 
 def check_batch_size(global_batch: int, num_devices: int | None = None):
+  """A ConfigError (a ValueError) unless the global batch divides by the devices."""
   n = num_devices or jax.device_count()
   if global_batch % n:
-    raise ValueError(f"config.train.batch_size={global_batch} (the global batch) does not "
-                     f"divide by the {n} devices; choose a multiple of {n}")
+    raise errors.ConfigError(f"config.train.batch_size={global_batch} (the global batch) does "
+                             f"not divide by the {n} devices; choose a multiple of {n}")
 
 
 def to_global(batch, mesh, keys=None):

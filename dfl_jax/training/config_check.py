@@ -13,9 +13,7 @@ import numbers
 import os
 import pathlib
 
-import jax
-
-from dfl_jax import errors
+from dfl_jax import errors, parallel
 from dfl_jax.training.state import check_initialisation
 from input_pipeline import tfds_builder
 
@@ -69,8 +67,7 @@ def _existing(config, key, kind="file or folder"):
 
 def check(config):
   """Types, ranges and choices of the keys a training run reads; the weight files exist."""
-  batch = _integer(config, "train.batch_size", minimum=1)
-  del batch
+  _integer(config, "train.batch_size", minimum=1)
   size = _integer(config, "data.image_size", minimum=32)
   if size % 32:
     raise errors.ConfigError(
@@ -115,11 +112,7 @@ def check_resume_or_initialisation(config, resuming: bool):
 
 def check_devices(config):
   """The global batch divides by the devices (and so by the processes) of this run."""
-  batch, n = config.train.batch_size, jax.device_count()
-  if batch % n:
-    raise errors.ConfigError(
-        f"config.train.batch_size={batch} (the global batch) does not divide by the {n} "
-        f"devices of this run; choose a multiple of {n}")
+  parallel.check_batch_size(config.train.batch_size)
 
 
 def check_data(config):
