@@ -39,9 +39,11 @@ def test_crop_is_the_training_pipelines(demo_path):
     matrix = transforms.crop_affine(tf.constant(geometry.process_bbox(box), tf.float32), size)
     expected = transforms.warp_image(tf.constant(image), matrix, size).numpy()
     np.testing.assert_allclose(crop.affine, matrix.numpy()[:2], atol=1e-4)
-    # The matrices differ in float32 rounding only: a rare grey level at most.
+    # The matrices differ in float32 rounding only, and OpenCV's fixed-point bilinear rounds
+    # differently from TensorFlow's float one (OpenCV 5 more often than 4): a grey level at
+    # most, on under 1% of the pixels. Half a pixel of shift would move most pixels by more.
     difference = np.abs(crop.pixels.astype(int) - expected)
-    assert difference.max() <= 1 and np.mean(difference > 0) < 1e-3
+    assert difference.max() <= 1 and np.mean(difference > 0) < 1e-2
 
 
 def test_very_large_images_are_cut_around_the_crop(demo_path):
