@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from dfl_jax import conventions
+from dfl_jax import conventions, pose_correction
 from dfl_jax.serving import detector, inference, predict, visualize
 from input_pipeline import geometry, interhand
 import notebook_runs
@@ -183,7 +183,8 @@ def predicted(trained_workdir, demo_path, tmp_path_factory):
            f"--input={demo_path}", f"--input={folder / 'inputs'}",
            f"--input={folder / 'empty'}", f"--input={folder / 'missing.jpg'}",
            "--bbox=69,137,165,153", "--focal=1200,1200", "--attention_joints=20,41",
-           "--presence_threshold=0", "--batch_size=4", f"--out={folder / 'out'}"]
+           "--presence_threshold=0", "--batch_size=4", "--correct_pose",
+           f"--out={folder / 'out'}"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     for name in ("stdout", "stderr", "returncode"):
       (folder / name).write_text(str(getattr(result, name)))
@@ -220,6 +221,13 @@ def test_predict_end_to_end_on_the_demo_image(predicted, demo_path):
   assert set(r["hand_presence"]) == {"right", "left"}
   assert all(0.0 <= p <= 1.0 for p in r["hand_presence"].values())
   assert r["hands_drawn"] == ["right", "left"]
+  # --correct_pose: the template's bone lengths, the wrists where the network put them.
+  fixed = np.asarray(r["pose_correction"]["joints_cam_mm"])
+  np.testing.assert_allclose(fixed[[20, 41]], cam[[20, 41]], atol=1e-9)
+  lengths = pose_correction.default_template()["bone_lengths_mm"]
+  np.testing.assert_allclose(pose_correction.bone_lengths(fixed[21:]), lengths, rtol=1e-9)
+  np.testing.assert_allclose(r["pose_correction"]["joints_rel_mm"],
+                             fixed - fixed[[20] * 21 + [41] * 21], atol=1e-6)
 
 
 def _distance_to_segment(points, a, b):

@@ -24,8 +24,13 @@ Protocols (``protocols.py``, docs/evaluation.md), in either mode:
   --protocol=hic         the paper's Table 5 on HIC (``hic.py``): --predictions keyed by HIC
                          annotation ids, --hic=HIC.json, --mano_regressor=J_regressor.npy
 
-Model mode with any protocol but plain ``interhand`` also needs ``--annotations`` (the official
-JSON files of the split): it scores its ``predictions.json`` against them.
+Pose correction (``dfl_jax/pose_correction.py``), in either mode: ``--correct_pose`` scores the
+joints after registering a hand template to them (bone lengths, joint-angle intervals);
+``--template=FILE`` replaces the default template (``python -m dfl_jax.correct_pose --help``).
+
+Model mode with any protocol but plain ``interhand``, or with ``--correct_pose``, also needs
+``--annotations`` (the official JSON files of the split): it scores its ``predictions.json``
+against them.
 """
 
 import pathlib
@@ -62,18 +67,27 @@ def define_flags():
   flags.DEFINE_string("mano_regressor", None, "hic: MANO's J_regressor as a [16, 778] .npy.")
   flags.DEFINE_string("root_depth", None, "interhand: RootNet-style root depths (JSON list of "
                       "{annot_id, abs_depth: [right, left]} or id -> [right, left], mm).")
+  flags.DEFINE_bool("correct_pose", False, "Score the pose-corrected joints (template bone "
+                    "lengths, joint angles within their intervals; dfl_jax/pose_correction.py).")
+  flags.DEFINE_string("template", None, "--correct_pose: a template JSON (default: the built-in "
+                      "one; write one with python -m dfl_jax.correct_pose --fit_template).")
 
 
 def _protocol_args(FLAGS):  # pylint: disable=invalid-name
   return dict(protocol=FLAGS.protocol, frame_filter=FLAGS.filter, id_list=FLAGS.id_list,
-              images_dir=FLAGS.images, gt_joints=FLAGS.gt_joints)
+              images_dir=FLAGS.images, gt_joints=FLAGS.gt_joints,
+              correct_pose=FLAGS.correct_pose, template=FLAGS.template)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  if FLAGS.template and not FLAGS.correct_pose:
+    raise app.UsageError("--template is used by --correct_pose only")
   if FLAGS.protocol == "hic":
+    if FLAGS.correct_pose:
+      raise app.UsageError("--correct_pose is not available with --protocol=hic")
     if not (FLAGS.predictions and FLAGS.hic and FLAGS.mano_regressor):
       raise app.UsageError("--protocol=hic needs --predictions (keyed by HIC annotation ids), "
                            "--hic=HIC.json and --mano_regressor=FILE.npy")
@@ -85,9 +99,11 @@ def main(argv):
     # Model mode only: it brings the network, TensorFlow and the data pipeline, which scoring a
     # predictions file does not need.
     from dfl_jax.evaluation import model_mode  # pylint: disable=import-outside-toplevel
-    official = FLAGS.protocol == "interhand" and FLAGS.filter == "none"
+    official = (FLAGS.protocol == "interhand" and FLAGS.filter == "none"
+                and not FLAGS.correct_pose)
     if not official and not FLAGS.annotations:
-      raise app.UsageError(f"--protocol={FLAGS.protocol} --filter={FLAGS.filter} in model mode "
+      raise app.UsageError(f"--protocol={FLAGS.protocol} --filter={FLAGS.filter}"
+                           f"{' --correct_pose' if FLAGS.correct_pose else ''} in model mode "
                            "needs --annotations (the split's official JSON files)")
     root_depths = protocols.read_root_depths(FLAGS.root_depth) if FLAGS.root_depth else None
     result = model_mode.evaluate_model(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint,
@@ -95,7 +111,8 @@ def main(argv):
     if not official and result.get("report"):  # process 0 wrote predictions.json
       result = predictions.evaluate_predictions_file(
           result["report"]["predictions"], FLAGS.annotations, FLAGS.split,
-          pathlib.Path(result["report"]["metrics"]).parent / FLAGS.protocol,
+          pathlib.Path(result["report"]["metrics"]).parent
+          / (FLAGS.protocol + ("_corrected" if FLAGS.correct_pose else "")),
           root_depth=FLAGS.root_depth, **_protocol_args(FLAGS))
   else:
     if not FLAGS.predictions or not FLAGS.annotations:

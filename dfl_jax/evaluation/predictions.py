@@ -44,7 +44,7 @@ import warnings
 
 import numpy as np
 
-from dfl_jax import errors
+from dfl_jax import errors, pose_correction
 from dfl_jax.conventions import NUM_JOINTS
 from dfl_jax.evaluation import metrics as metrics_lib
 from dfl_jax.evaluation import protocols
@@ -182,6 +182,18 @@ def load_predictions(path) -> dict[str, dict]:
   if duplicates:
     raise PredictionsFormatError(f"{path}: duplicate keys {sorted(set(duplicates))[:10]}")
   return parse_predictions(raw, path)
+
+
+def correct_poses(predictions: dict, template=None) -> dict:
+  """A copy of validated ``predictions`` whose ``joints_cam_mm`` are pose-corrected
+  (``dfl_jax.pose_correction``: template bone lengths, joint angles within their intervals, the
+  wrists kept); ``template`` None is the default one."""
+  if not predictions:
+    return {}
+  keys = sorted(predictions)
+  corrected = pose_correction.correct_two_hands(
+      np.stack([predictions[k]["joints_cam_mm"] for k in keys]), template)
+  return {k: dict(predictions[k], joints_cam_mm=corrected[i]) for i, k in enumerate(keys)}
 
 
 # ---------------------------------------------------------------- scoring
@@ -342,13 +354,18 @@ def score_predictions(predictions: dict, records: list[dict], protocol: str = "i
 def evaluate_predictions_file(predictions_path, annotations_dir, split: str = "test",
                               out_dir=None, protocol: str = "interhand",
                               frame_filter: str = "none", id_list=None, images_dir=None,
-                              gt_joints=None, root_depth=None) -> dict:
+                              gt_joints=None, root_depth=None, correct_pose=False,
+                              template=None) -> dict:
   """Loads, scores under ``protocol`` and writes the report (``out_dir`` default: the
   predictions' folder); ``gt_joints`` and ``root_depth`` are paths (``load_gt_joints``,
-  ``protocols.read_root_depths``)."""
+  ``protocols.read_root_depths``). ``correct_pose`` scores the pose-corrected joints
+  (``correct_poses``; ``template`` a path, None the default template)."""
   predictions_path = pathlib.Path(predictions_path)
   records, skipped = load_annotations(annotations_dir, split)
   predictions = load_predictions(predictions_path)
+  if correct_pose:
+    predictions = correct_poses(
+        predictions, pose_correction.load_template(template) if template else None)
   result = score_predictions(predictions, records, protocol, frame_filter, id_list, images_dir,
                              load_gt_joints(gt_joints) if gt_joints else None,
                              protocols.read_root_depths(root_depth) if root_depth else None)
@@ -357,6 +374,8 @@ def evaluate_predictions_file(predictions_path, annotations_dir, split: str = "t
       "predictions_file": os.fspath(predictions_path.resolve()),
       "annotations_dir": os.fspath(pathlib.Path(annotations_dir).resolve()),
       "num_annotations_skipped": len(skipped),
+      "pose_correction": (os.fspath(template) if template else "default template")
+                         if correct_pose else None,
   })
   out_dir = predictions_path.resolve().parent if out_dir is None else pathlib.Path(out_dir)
   result["report"] = {k: os.fspath(v) for k, v in write_report(result, out_dir).items()}

@@ -3,7 +3,8 @@
     python -m dfl_jax.predict (--workdir DIR | --checkpoint DIR/checkpoints/STEP) \
         --input IMAGE|FOLDER|VIDEO [--input ...] --out OUT \
         [--bbox x,y,w,h | --bbox boxes.json | --detector_model hand_landmarker.task] \
-        [--focal fx,fy [--princpt cx,cy]] [--root_depth_mm 500] [--attention_joints 20,41]
+        [--focal fx,fy [--princpt cx,cy]] [--root_depth_mm 500] [--attention_joints 20,41] \
+        [--correct_pose [--template TEMPLATE.json]]
 
 The hands are cropped by the box (xywh, image pixels; one box for every input, or a JSON file
 mapping file names to boxes), or by MediaPipe's hand detector when it is installed
@@ -33,6 +34,10 @@ and OUT/summary.json lists what was written and what failed. NAME.json::
   rel_root_depth_mm left wrist depth minus right wrist depth (the extension head)
   camera            intrinsics "given" or "assumed", focal, princpt, root_depth_mm [right, left]
   box, crop_box, affine_image_to_crop, image_size [W, H], input_size, source, frame, checkpoint
+  pose_correction   with --correct_pose: joints_rel_mm and joints_cam_mm (null without --focal)
+                    after pose correction (``dfl_jax/pose_correction.py``: the template's bone
+                    lengths, every joint angle within its interval, the wrists kept) and the
+                    template used; the 3D view then shows the corrected hands
 
 3D needs a root depth: the right hand's root (wrist) is put at --root_depth_mm (default 500 mm)
 and the left's at that plus rel_root_depth_mm, each joint at its root plus its predicted
@@ -58,7 +63,7 @@ from absl import app, flags, logging
 import cv2
 import numpy as np
 
-from dfl_jax import conventions, errors
+from dfl_jax import conventions, errors, pose_correction
 from dfl_jax.serving import detector as detector_lib, inference, visualize
 from input_pipeline import interhand
 
@@ -225,11 +230,12 @@ def display_copy(image, max_side: int):
 def run(inputs, net, out_dir, boxes=None, detector=None, focal=None, princpt=None,
         root_depth_mm=None, batch_size=8, attention_joints=(), presence_threshold=0.5,
         max_display_side=2048, frame_step=1, max_frames=0, figures=True,
-        echo=True) -> Report:
+        echo=True, correct_pose=False, template=None) -> Report:
   """Predicts on every image of ``inputs`` (files, folders, videos) and writes OUT (see above).
 
   net: ``inference.load_model(...)``; boxes: ``parse_boxes``' result; detector: callable
-  image -> box or None (``detector.py``). Returns the Report (also OUT/summary.json).
+  image -> box or None (``detector.py``). ``correct_pose`` adds the pose-corrected joints
+  (``template``: a template dict, None the default). Returns the Report (also OUT/summary.json).
   """
   if boxes is None and detector is None:
     raise ValueError("give boxes or a detector (see detector.NO_BOX)")
@@ -243,7 +249,9 @@ def run(inputs, net, out_dir, boxes=None, detector=None, focal=None, princpt=Non
   predictor = inference.Predictor(net, batch_size, attention=bool(attention_joints))
   pending, used = [], set()
   context = dict(net=net, out_dir=out_dir, attention_joints=[int(j) for j in attention_joints],
-                 presence_threshold=presence_threshold, figures=figures, report=report)
+                 presence_threshold=presence_threshold, figures=figures, report=report,
+                 correction=(pose_correction.check_template(
+                     template or pose_correction.default_template()) if correct_pose else None))
   start = time.time()
   for path, frame, image in _images(inputs, report, max(1, frame_step), max_frames):
     label = f"{path} frame {frame}" if frame is not None else str(path)
@@ -272,8 +280,19 @@ def run(inputs, net, out_dir, boxes=None, detector=None, focal=None, princpt=Non
   return report
 
 
+def _corrected(result, cam_view, template):
+  """The ``pose_correction`` entry of NAME.json and the corrected 3D view."""
+  view = pose_correction.correct_two_hands(cam_view, template)
+  entry = {"joints_rel_mm": (view - view[conventions.ROOT_OF]).tolist(),
+           "joints_cam_mm": None, "template": template.get("source", "given")}
+  if result.get("joints_cam_mm") is not None:
+    entry["joints_cam_mm"] = pose_correction.correct_two_hands(
+        np.asarray(result["joints_cam_mm"]), template).tolist()
+  return entry, view
+
+
 def _flush(pending, predictor, net, out_dir, attention_joints, presence_threshold, figures,
-           report):
+           report, correction=None):
   outputs = predictor(np.stack([p.crop.pixels for p in pending]))
   for i, p in enumerate(pending):
     label = f"{p.source} frame {p.frame}" if p.frame is not None else p.source
@@ -281,6 +300,8 @@ def _flush(pending, predictor, net, out_dir, attention_joints, presence_threshol
       out = inference.row(outputs, i)
       result = inference.decode(out, p.crop, p.camera, net.image_size)
       cam_view = result.pop("_cam_view_mm")
+      if correction is not None:
+        result["pose_correction"], cam_view = _corrected(result, cam_view, correction)
       presence = result["hand_presence"]
       hands = [h for h in inference.HANDS
                if presence is None or presence[h] >= presence_threshold]
@@ -333,6 +354,9 @@ def define_flags():
   flags.DEFINE_integer("frame_step", 1, "Videos: every n-th frame.")
   flags.DEFINE_integer("max_frames", 0, "Videos: at most this many frames each (0: all).")
   flags.DEFINE_bool("figures", True, "Write the PNG figures (JSON only when false).")
+  flags.DEFINE_bool("correct_pose", False, "Add the pose-corrected 3D joints (template bone "
+                    "lengths, joint-angle intervals; dfl_jax/pose_correction.py).")
+  flags.DEFINE_string("template", None, "--correct_pose: template JSON (default: built in).")
 
 
 def main(argv):
@@ -354,6 +378,9 @@ def main(argv):
     raise app.UsageError(str(e)) from None
   if princpt is not None and focal is None:
     raise app.UsageError("--princpt needs --focal")
+  if FLAGS.template and not FLAGS.correct_pose:
+    raise app.UsageError("--template is used by --correct_pose only")
+  template = pose_correction.load_template(FLAGS.template) if FLAGS.template else None
   detector = None
   if boxes is None or (isinstance(boxes, dict) and FLAGS.detector_model):
     try:
@@ -367,7 +394,8 @@ def main(argv):
                  batch_size=FLAGS.batch_size, attention_joints=attention,
                  presence_threshold=FLAGS.presence_threshold,
                  max_display_side=FLAGS.max_display_side, frame_step=FLAGS.frame_step,
-                 max_frames=FLAGS.max_frames, figures=FLAGS.figures)
+                 max_frames=FLAGS.max_frames, figures=FLAGS.figures,
+                 correct_pose=FLAGS.correct_pose, template=template)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   print(f"predict: {len(report.processed)} image(s) processed, {len(report.failed)} "
