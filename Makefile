@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdir/tiny
 
-.PHONY: venv train test test-fast clean
+.PHONY: venv train test test-fast crossdomain clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ train: venv
 
 test: venv
 	$(PY) -m pytest -n 2 -q
+
+# The cross-domain dual-modality system end to end on the embedded synthetic data (docs/crossdomain.md).
+crossdomain: venv
+	$(PY) -m dfl_jax.crossdomain --config=configs/crossdomain_tiny.py --workdir=workdir/crossdomain
 
 # After each change: everything but the tests marked slow (README, "Tests").
 test-fast: venv

@@ -1,15 +1,17 @@
-"""colab/: the notebooks are valid, and quickstart and inference run top to bottom (small
-settings; tests/notebook_runs.py). The quickstart run is the one that trains the model the
-inference tests share (``trained_workdir``)."""
+"""colab/: the notebooks are valid, and quickstart, inference and crossdomain run top to bottom
+(small settings; tests/notebook_runs.py). The quickstart run is the one that trains the model the
+inference tests share (``trained_workdir``); the crossdomain run is the cross-domain system's
+end-to-end test (render both domains, pre-train, fine-tune, evaluate, DFL from E_R)."""
 
 import ast
 import json
+import math
 
 import pytest
 
 import notebook_runs
 
-NOTEBOOKS = ("quickstart.ipynb", "inference.ipynb", "interhand26m.ipynb")
+NOTEBOOKS = ("quickstart.ipynb", "inference.ipynb", "interhand26m.ipynb", "crossdomain.ipynb")
 
 
 def _errors(nb):
@@ -58,3 +60,35 @@ def test_inference_runs_top_to_bottom(trained_workdir, fixtures, tmp_path):
   shown = [o for cell in nb.cells[-3:] for o in cell.get("outputs", [])
            if "image/png" in o.get("data", {})]
   assert len(shown) == 3  # overlay, 3D view, attention
+
+
+# A few images and steps: the pipeline's every stage, not its numbers.
+CROSSDOMAIN_ENV = {"DFL_NB_SOURCE_SIZES": "train:48,test:16", "DFL_NB_TARGET_SIZES": "train:32,test:16",
+                   "DFL_NB_PRETRAIN_STEPS": "3", "DFL_NB_FINETUNE_STEPS": "3",
+                   "DFL_NB_NUM_LABELS": "16", "DFL_NB_LABEL_SWEEP": "8", "DFL_NB_BATCH_SIZE": "8",
+                   "DFL_NB_DFL_STEPS": "2", "DFL_NB_DFL_SIZES": "train:16,val:8,test:8"}
+
+
+@pytest.mark.slow
+def test_crossdomain_runs_top_to_bottom(tmp_path):
+  if not notebook_runs.have_nbclient():
+    pytest.skip("nbclient/ipykernel not installed (pip install -e '.[test]')")
+  work = tmp_path / "cd"
+  nb = notebook_runs.execute_notebook("crossdomain.ipynb", dict(CROSSDOMAIN_ENV,
+                                                                DFL_NB_WORKDIR=work),
+                                      out_path=tmp_path / "crossdomain.executed.ipynb")
+  assert not _errors(nb)
+  metrics = json.loads((work / "metrics.json").read_text())
+  for key in ("epe_mm", "pck_005", "epe_mm_corrected"):
+    for when in ("before_finetune", "after_finetune"):
+      assert math.isfinite(metrics[key][when]), (key, when)
+  assert metrics["epe_mm"]["before_finetune"] != metrics["epe_mm"]["after_finetune"]
+  assert set(metrics["by_num_labels"]) == {"0", "8", "16"}
+  assert metrics["by_num_labels"]["16"]["num_images"] == 16
+  for name in ("attention.png", "epe_vs_labels.png", "encoder_rgb.npz", "pretrain.npz",
+               "finetune_8.npz", "finetune_16.npz"):
+    assert (work / name).stat().st_size > 1000, name
+  # DFL trained from the exported E_R: its run names the encoder file and reached step 2.
+  dfl_config = json.loads((work / "dfl" / "config.json").read_text())
+  assert dfl_config["train"]["encoder_init"] == str(work / "encoder_rgb.npz")
+  assert (work / "dfl" / "checkpoints" / "2" / "commit_success.txt").exists()

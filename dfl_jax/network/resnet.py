@@ -68,7 +68,16 @@ class BatchNorm(nn.Module):
     return x * s.astype(self.dtype) + b.astype(self.dtype)
 
 
-def _conv(features, kernel, stride, pad, name, dtype):
+def normalize_images(images):
+  """RGB pixels (uint8 in [0, 255] or float in [0, 1]) -> ImageNet-normalised float32."""
+  x = images.astype(jnp.float32)
+  if images.dtype == jnp.uint8:
+    x = x / 255.0
+  return (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+
+
+def conv(features, kernel, stride, pad, name, dtype):
+  """A bias-free convolution with explicit (torch) padding and He (fan-out) initialisation."""
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((pad, pad), (pad, pad)), use_bias=False, dtype=dtype,
                  kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
@@ -86,7 +95,7 @@ class Downsample(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = _conv(self.features, 1, self.stride, 0, "0", self.dtype)(x)
+    x = conv(self.features, 1, self.stride, 0, "0", self.dtype)(x)
     return BatchNorm(self.trainable_bn, axis_name=self.bn_axis_name, dtype=self.dtype,
                      name="1")(x, train)
 
@@ -105,10 +114,10 @@ class Bottleneck(nn.Module):
   def __call__(self, x, train: bool = False):
     bn = lambda name: BatchNorm(self.trainable_bn, axis_name=self.bn_axis_name,
                                 dtype=self.dtype, name=name)
-    out = nn.relu(bn("bn1")(_conv(self.width, 1, 1, 0, "conv1", self.dtype)(x), train))
-    out = nn.relu(bn("bn2")(_conv(self.width, 3, self.stride, 1, "conv2", self.dtype)(out),
+    out = nn.relu(bn("bn1")(conv(self.width, 1, 1, 0, "conv1", self.dtype)(x), train))
+    out = nn.relu(bn("bn2")(conv(self.width, 3, self.stride, 1, "conv2", self.dtype)(out),
                             train))
-    out = bn("bn3")(_conv(self.width * 4, 1, 1, 0, "conv3", self.dtype)(out), train)
+    out = bn("bn3")(conv(self.width * 4, 1, 1, 0, "conv3", self.dtype)(out), train)
     if self.downsample:
       x = Downsample(self.width * 4, self.stride, self.trainable_bn, self.bn_axis_name,
                      self.dtype, name="downsample")(x, train)
@@ -150,12 +159,8 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    x = images.astype(jnp.float32)
-    if images.dtype == jnp.uint8:
-      x = x / 255.0
-    x = (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
-    x = x.astype(self.dtype)
-    x = _conv(self.width, 7, 2, 3, "conv1", self.dtype)(x)
+    x = normalize_images(images).astype(self.dtype)
+    x = conv(self.width, 7, 2, 3, "conv1", self.dtype)(x)
     x = nn.relu(BatchNorm(self.trainable_bn, axis_name=self.bn_axis_name, dtype=self.dtype,
                           name="bn1")(x, train))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
