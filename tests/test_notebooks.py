@@ -66,7 +66,10 @@ def test_inference_runs_top_to_bottom(trained_workdir, fixtures, tmp_path):
 CROSSDOMAIN_ENV = {"DFL_NB_SOURCE_SIZES": "train:48,test:16", "DFL_NB_TARGET_SIZES": "train:32,test:16",
                    "DFL_NB_PRETRAIN_STEPS": "3", "DFL_NB_FINETUNE_STEPS": "3",
                    "DFL_NB_NUM_LABELS": "16", "DFL_NB_LABEL_SWEEP": "8", "DFL_NB_BATCH_SIZE": "8",
-                   "DFL_NB_DFL_STEPS": "2", "DFL_NB_DFL_SIZES": "train:16,val:8,test:8"}
+                   "DFL_NB_DFL_STEPS": "2", "DFL_NB_DFL_SIZES": "train:16,val:8,test:8",
+                   # Compile-bound (3 steps a stage): XLA's CPU backend without LLVM's
+                   # optimisations compiles faster.
+                   "XLA_FLAGS": "--xla_backend_optimization_level=0"}
 
 
 @pytest.mark.slow

@@ -96,10 +96,13 @@ def attention_figure(model, variables, batch, path, count: int = 2):
       ax.imshow(content, cmap=None if content.ndim == 3 else "viridis")
       ax.set_title(title, fontsize=9)
       ax.axis("off")
-    xy = np.asarray(fused["joints_2d"][i])
-    gt = np.asarray(batch["joints"][i])[:, :2]
+    valid = np.asarray(batch["joint_valid"][i]) > 0       # the hands that are there
+    xy = np.asarray(fused["joints_2d"][i])[valid]
+    gt = np.asarray(batch["joints"][i])[valid, :2]
     axes[i, 3].scatter(gt[:, 0], gt[:, 1], s=6, c="lime")
     axes[i, 3].scatter(xy[:, 0], xy[:, 1], s=6, c="red")
+    axes[i, 3].set_xlim(-0.5, size - 0.5)
+    axes[i, 3].set_ylim(size - 0.5, -0.5)
     axes[i, 4].imshow(image)
     axes[i, 4].imshow(up, cmap="jet", alpha=0.5)
     axes[i, 4].set_title("attention over the image", fontsize=9)
