@@ -112,14 +112,16 @@ def direction_from_angles(flexion, abduction, frame):
           + np.sin(abduction)[..., None] * frame[..., 1, :])
 
 
-def _mirror(joints, left):
+def mirror(joints, left=True):
+  """One hand's joints [..., 3] reflected x -> -x when ``left`` (a left hand as a right one and
+  back: the template is a right hand)."""
   return joints * np.array([-1.0, 1.0, 1.0]) if left else joints
 
 
 def joint_angles(joints, left=False):
   """Flexion and abduction (degrees) [..., 5, 3, 2] of the 15 finger bones of one hand [..., 21, 3]
   (per finger, the bones from the base joint out; last axis flexion, abduction)."""
-  j = _mirror(np.asarray(joints, np.float64), left)
+  j = mirror(np.asarray(joints, np.float64), left)
   root = j[..., CHAINS[:, 0], :] - j[..., WRIST:WRIST + 1, :]
   frame = palm_frames(root)
   parent = _normalize(root)
@@ -258,7 +260,7 @@ def load_template(path):
 def correct(joints, template=None, left=False):
   """One hand's joints [..., 21, 3] registered to the template (the module docstring's steps)."""
   t = check_template(default_template() if template is None else template)
-  j = _mirror(np.asarray(joints, np.float64), left)
+  j = mirror(np.asarray(joints, np.float64), left)
   out = np.array(j)
   wrist = j[..., WRIST, :]                                           # step 1: the root
   lengths = t["bone_lengths_mm"]
@@ -280,7 +282,7 @@ def correct(joints, template=None, left=False):
     out[..., CHAINS[:, k], :] = position
     frame = _rotate_min(frame, parent[..., None, :], child[..., None, :])
     parent = child
-  return _mirror(out, left)
+  return mirror(out, left)
 
 
 def correct_two_hands(joints, template=None):

@@ -50,7 +50,7 @@ def fit_on_annotations(annotations_dir, split="train"):
     valid = np.asarray(record["joint_valid"]) > 0
     for left, part in ((False, conventions.RIGHT), (True, conventions.LEFT)):
       if valid[part].all():
-        hands.append(joints[part] * (np.array([-1.0, 1.0, 1.0]) if left else 1.0))
+        hands.append(pose_correction.mirror(joints[part], left))
   if not hands:
     raise errors.InputError(f"{annotations_dir} ({split}): no hand with all 21 joints valid to "
                             "fit a template on")

@@ -3,7 +3,7 @@
 ``evaluate`` runs the plain RGB stream (s_R: no depth map, as on a target domain at test time)
 over every example of a split once and reports the mean EPE of the 3D joints relative to each
 hand's wrist (mm) and PCK@0.05 of the 2D joints (the share of valid joints within 0.05 of the
-input size), over valid joints (``training/contrastive.pose_metrics``), and, with
+input size), over valid joints (``pose_metrics``), and, with
 ``correct_pose``, the EPE after pose correction (``dfl_jax.pose_correction``) of the predicted
 3D joints. ``attention_figure`` is Fig. f (image, multi-modal predictions, depth attention and
 that attention over the image); ``label_curve_figure`` is Fig. d (EPE against the number of
@@ -18,7 +18,8 @@ import matplotlib
 import numpy as np
 
 from dfl_jax import parallel, pose_correction
-from dfl_jax.training import contrastive
+from dfl_jax.conventions import ROOT_OF
+from dfl_jax.network import dual_modality
 from input_pipeline import pipeline
 
 matplotlib.use("Agg")
@@ -28,9 +29,28 @@ LABEL_KEYS = ("images", "joints", "joint_valid", "joint_cam", "joint_valid_ann",
               "depth", "segmentation", "segmentation_valid")
 
 
+def relative_joints_3d(joint_cam, joint_valid):
+  """[B, 42, 3] camera joints (mm) -> each hand's joints minus its wrist, and their validity
+  (a joint counts when it and its wrist are valid)."""
+  rel = joint_cam - joint_cam[:, ROOT_OF]
+  return rel, joint_valid * joint_valid[:, ROOT_OF]
+
+
+def pose_metrics(pred, labels, image_size: int):
+  """Sums for EPE (mm) and PCK@0.05 over valid joints: {epe_sum, epe_count, pck_hits,
+  pck_count} (divide after summing over batches)."""
+  w3 = labels["joints_3d_valid"] * labels["mask"][:, None]
+  err3 = jnp.linalg.norm(pred["joints_3d"] * dual_modality.POSE_SCALE_MM
+                         - labels["joints_3d"], axis=-1)
+  w2 = labels["joint_valid"] * labels["mask"][:, None]
+  err2 = jnp.linalg.norm(pred["joints_2d"] - labels["joints"][..., :2], axis=-1)
+  return {"epe_sum": jnp.sum(err3 * w3), "epe_count": jnp.sum(w3),
+          "pck_hits": jnp.sum((err2 < 0.05 * image_size) * w2), "pck_count": jnp.sum(w2)}
+
+
 def labels_of(batch):
   """A pipeline batch (arrays) with the 3D labels the losses and metrics read."""
-  rel, valid = contrastive.relative_joints_3d(batch["joint_cam"], batch["joint_valid_ann"])
+  rel, valid = relative_joints_3d(batch["joint_cam"], batch["joint_valid_ann"])
   return dict(batch, joints_3d=rel, joints_3d_valid=valid)
 
 
@@ -57,7 +77,7 @@ def evaluate(model, variables, data_cfg, batch_size: int, mesh, split: str = "te
     arrays = parallel.to_global({k: batch[k] for k in LABEL_KEYS}, mesh)
     out = predict(variables, arrays["images"])
     labels = labels_of(arrays)
-    for k, v in contrastive.pose_metrics(out, labels, size).items():
+    for k, v in pose_metrics(out, labels, size).items():
       sums[k] += float(v)
     images += int(np.sum(batch["mask"]))
     if correct_pose:

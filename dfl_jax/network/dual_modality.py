@@ -79,10 +79,10 @@ class DepthAttention(nn.Module):
 class StagedResNet(nn.Module):
   """``resnet.ResNet`` one downsampling stage at a time, with the same parameter names.
 
-  ``__call__(x, stage)``: stage 0 is the stem (input normalisation, conv1, bn1, relu, max pool;
-  C = 64 at width 64), stages 1-4 are layer1..layer4. ``in_channels`` 3 takes RGB pixels
-  (normalised as ``resnet.ResNet`` does), any other number takes features as they are (E_D's
-  depth input). Calling it several times shares its weights: E_R's two streams.
+  ``__call__(x, stage)`` runs ``resnet.stage``: stage 0 is the stem (C = 64 at width 64), stages
+  1-4 are layer1..layer4. ``rgb_input`` True takes RGB pixels (normalised as ``resnet.ResNet``
+  does), False takes features as they are (E_D's depth input). Calling it several times shares
+  its weights: E_R's two streams.
   """
 
   stage_sizes: Sequence[int] = (3, 4, 6, 3)
@@ -94,17 +94,8 @@ class StagedResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, stage: int, train: bool = False):
-    if stage == 0:
-      x = resnet.normalize_images(x) if self.rgb_input else x.astype(jnp.float32)
-      x = x.astype(self.dtype)
-      x = resnet.conv(self.width, 7, 2, 3, "conv1", self.dtype)(x)
-      x = nn.relu(resnet.BatchNorm(self.trainable_bn, axis_name=self.bn_axis_name,
-                                   dtype=self.dtype, name="bn1")(x, train))
-      return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    i = stage - 1
-    return resnet.ResLayer(self.width * 2**i, self.stage_sizes[i], 1 if i == 0 else 2,
-                           self.trainable_bn, self.bn_axis_name, self.dtype,
-                           name=f"layer{stage}")(x, train)
+    return resnet.stage(x, stage, self.stage_sizes, self.width, self.trainable_bn,
+                        self.bn_axis_name, self.dtype, train, rgb_input=self.rgb_input)
 
 
 class DualModalityEncoder(nn.Module):

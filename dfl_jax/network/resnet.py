@@ -159,14 +159,30 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    x = normalize_images(images).astype(self.dtype)
-    x = conv(self.width, 7, 2, 3, "conv1", self.dtype)(x)
-    x = nn.relu(BatchNorm(self.trainable_bn, axis_name=self.bn_axis_name, dtype=self.dtype,
-                          name="bn1")(x, train))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    features = []
-    for i, blocks in enumerate(self.stage_sizes):
-      x = ResLayer(self.width * 2**i, blocks, 1 if i == 0 else 2, self.trainable_bn,
-                   self.bn_axis_name, self.dtype, name=f"layer{i + 1}")(x, train)
-      features.append(x)
+    x, features = images, []
+    for index in range(len(self.stage_sizes) + 1):
+      x = stage(x, index, self.stage_sizes, self.width, self.trainable_bn, self.bn_axis_name,
+                self.dtype, train)
+      if index:
+        features.append(x)
     return features
+
+
+def stage(x, index: int, stage_sizes: Sequence[int], width: int, trainable_bn: bool,
+          bn_axis_name: str | None, dtype: Any, train: bool, rgb_input: bool = True):
+  """One downsampling stage of the trunk, called inside a module's compact method.
+
+  Stage 0 is the stem (input normalisation, conv1, bn1, relu, 3x3 max pool; C = ``width``),
+  stages 1..4 are layer1..layer4. Its submodules take the calling module's scope, so a module
+  that runs all stages in order (``ResNet``) or one at a time (the dual-modality encoders) gets
+  the same parameter tree. ``rgb_input`` False takes features as they are instead of pixels.
+  """
+  if index == 0:
+    x = normalize_images(x) if rgb_input else x.astype(jnp.float32)
+    x = conv(width, 7, 2, 3, "conv1", dtype)(x.astype(dtype))
+    x = nn.relu(BatchNorm(trainable_bn, axis_name=bn_axis_name, dtype=dtype, name="bn1")(
+        x, train))
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+  i = index - 1
+  return ResLayer(width * 2**i, stage_sizes[i], 1 if i == 0 else 2, trainable_bn, bn_axis_name,
+                  dtype, name=f"layer{index}")(x, train)

@@ -285,9 +285,8 @@ def _corrected(result, cam_view, template):
   view = pose_correction.correct_two_hands(cam_view, template)
   entry = {"joints_rel_mm": (view - view[conventions.ROOT_OF]).tolist(),
            "joints_cam_mm": None, "template": template.get("source", "given")}
-  if result.get("joints_cam_mm") is not None:
-    entry["joints_cam_mm"] = pose_correction.correct_two_hands(
-        np.asarray(result["joints_cam_mm"]), template).tolist()
+  if result.get("joints_cam_mm") is not None:   # the same joints as cam_view (decode's)
+    entry["joints_cam_mm"] = view.tolist()
   return entry, view
 
 

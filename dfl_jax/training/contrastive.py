@@ -20,31 +20,22 @@ Pre-training (cross-domain supplement, Sec. A, B and D) has two parts:
 Fine-tuning on the target domain uses only what its labels give: the 2D and 3D pose losses on
 s_R (the plain RGB stream: no depth map at test time).
 
-Metrics: the mean end-point error of the 3D joints relative to each hand's wrist (EPE, mm) and
-PCK@0.05 of the 2D joints (the share within 0.05 of the input size), over valid joints.
+The metrics (EPE, PCK@0.05) are in ``evaluation/crossdomain.py``.
 """
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from dfl_jax.conventions import ROOT_OF
 from dfl_jax.network import dual_modality
+from dfl_jax.training import modality_augmentation
 
 LATENTS = ("R", "F", "D")
 
 
-def relative_joints_3d(joint_cam, joint_valid):
-  """[B, 42, 3] camera joints (mm) -> each hand's joints minus its wrist, and their validity
-  (a joint counts when it and its wrist are valid)."""
-  rel = joint_cam - joint_cam[:, ROOT_OF]
-  return rel, joint_valid * joint_valid[:, ROOT_OF]
-
-
 def undo_geometry(points, geometry, image_size: int):
   """Projection points [B, P, 2] of a view mapped back to the sample's frame: R^T (z - t/S) / s."""
-  r = jnp.stack([jnp.stack([jnp.cos(geometry["angle"]), -jnp.sin(geometry["angle"])], -1),
-                 jnp.stack([jnp.sin(geometry["angle"]), jnp.cos(geometry["angle"])], -1)], -2)
+  r = modality_augmentation.rotation(geometry["angle"])
   z = points - geometry["shift"][:, None, :] / image_size
   return jnp.einsum("bji,bkj->bki", r, z) / geometry["scale"][:, None, None]
 
@@ -83,11 +74,18 @@ def pose_losses(pred, labels, image_size: int):
   return {"pose_2d": l2d, "pose_3d": l3d}
 
 
-def dense_losses(pred, labels):
-  """L1 of the relative depth on the hand's pixels, part cross entropy (both at stride 4)."""
-  stride = labels["images"].shape[1] // pred["depth"].shape[1]
-  target = dual_modality.depth_input(labels["depth_target"])[:, stride // 2::stride,
-                                                              stride // 2::stride]
+def depth_targets(labels, stride: int):
+  """The relative depth and hand mask [B, S/stride, S/stride, 2] the depth loss compares with:
+  ``dual_modality.depth_input`` of the view's depth map, sampled at the cell centres."""
+  return dual_modality.depth_input(labels["depth_target"])[:, stride // 2::stride,
+                                                           stride // 2::stride]
+
+
+def dense_losses(pred, labels, target=None):
+  """L1 of the relative depth on the hand's pixels, part cross entropy (both at stride 4).
+  ``target``: ``depth_targets`` of the labels, when the caller already has it."""
+  if target is None:
+    target = depth_targets(labels, labels["images"].shape[1] // pred["depth"].shape[1])
   on_hand = target[..., 1] * labels["mask"][:, None, None]
   depth = _masked_mean(jnp.abs(pred["depth"] - target[..., 0]), on_hand)
   ce = optax.softmax_cross_entropy_with_integer_labels(pred["segmentation"],
@@ -103,8 +101,9 @@ def pretrain_loss(outputs, views, weights):
   parts = {}
   supervised = []
   for out, (labels, _) in zip(outputs, views):
+    target = depth_targets(labels, size // out[LATENTS[0]]["depth"].shape[1])   # once per view
     for key in LATENTS:
-      p = dict(pose_losses(out[key], labels, size), **dense_losses(out[key], labels))
+      p = dict(pose_losses(out[key], labels, size), **dense_losses(out[key], labels, target))
       supervised.append(p)
   for name in supervised[0]:
     parts[name] = sum(p[name] for p in supervised) / len(supervised)
@@ -123,15 +122,3 @@ def finetune_loss(outputs, labels, weights):
   """(total, parts): the pose losses on s_R against the target's labels."""
   parts = pose_losses(outputs["R"], labels, labels["images"].shape[1])
   return weights["pose_2d"] * parts["pose_2d"] + weights["pose_3d"] * parts["pose_3d"], parts
-
-
-def pose_metrics(pred, labels, image_size: int):
-  """Sums for EPE (mm) and PCK@0.05 over valid joints: {epe_sum, epe_count, pck_hits,
-  pck_count} (divide after summing over batches)."""
-  w3 = labels["joints_3d_valid"] * labels["mask"][:, None]
-  err3 = jnp.linalg.norm(pred["joints_3d"] * dual_modality.POSE_SCALE_MM
-                         - labels["joints_3d"], axis=-1)
-  w2 = labels["joint_valid"] * labels["mask"][:, None]
-  err2 = jnp.linalg.norm(pred["joints_2d"] - labels["joints"][..., :2], axis=-1)
-  return {"epe_sum": jnp.sum(err3 * w3), "epe_count": jnp.sum(w3),
-          "pck_hits": jnp.sum((err2 < 0.05 * image_size) * w2), "pck_count": jnp.sum(w2)}

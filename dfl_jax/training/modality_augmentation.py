@@ -39,7 +39,8 @@ def sample_geometry(key, batch: int, image_size: int):
           "shift": (2.0 * u[:, 2:] - 1.0) * t}
 
 
-def _rotation(angle):
+def rotation(angle):
+  """[...] angles (radians) -> [..., 2, 2] counter-clockwise rotation matrices."""
   c, s = jnp.cos(angle), jnp.sin(angle)
   return jnp.stack([jnp.stack([c, -s], -1), jnp.stack([s, c], -1)], -2)   # [..., 2, 2]
 
@@ -48,7 +49,7 @@ def forward_points(points, geometry, size: int, stride: int = 1):
   """Pixel points [B, K, 2] of a map of side ``size / stride`` under G: s R (p - c) + c + t."""
   n = size // stride
   c = (n - 1) / 2.0
-  r = _rotation(geometry["angle"])
+  r = rotation(geometry["angle"])
   moved = jnp.einsum("bij,bkj->bki", r, points - c) * geometry["scale"][:, None, None]
   return moved + c + geometry["shift"][:, None, :] / stride
 
@@ -60,7 +61,7 @@ def warp(maps, geometry, size: int, order: int, stride: int = 1, cval=0.0):
   ys, xs = jnp.meshgrid(jnp.arange(n, dtype=jnp.float32), jnp.arange(n, dtype=jnp.float32),
                         indexing="ij")
   grid = jnp.stack([xs, ys], -1).reshape(1, -1, 2)                      # output pixels
-  inv = jnp.swapaxes(_rotation(geometry["angle"]), -1, -2)
+  inv = jnp.swapaxes(rotation(geometry["angle"]), -1, -2)
   src = jnp.einsum("bij,bkj->bki", inv, grid - c - geometry["shift"][:, None, :] / stride)
   src = src / geometry["scale"][:, None, None] + c                      # [B, n*n, 2] (x, y)
 
@@ -101,7 +102,7 @@ def geometric(batch, geometry):
   inside = jnp.all((xy >= 0) & (xy <= size - 1), axis=-1)
   out["joints"] = jnp.concatenate([xy, batch["joints"][..., 2:]], -1)
   out["joint_valid"] = batch["joint_valid"] * inside
-  r = _rotation(geometry["angle"])
+  r = rotation(geometry["angle"])
   rel = batch["joints_3d"]
   out["joints_3d"] = jnp.concatenate([jnp.einsum("bij,bkj->bki", r, rel[..., :2]),
                                       rel[..., 2:]], -1)
