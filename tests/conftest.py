@@ -26,6 +26,27 @@ def fixtures():
   return path
 
 
+def compilation_cache_env(path):
+  """Environment variables that point JAX's persistent compilation cache at ``path`` and cache
+  every executable: training subprocesses that compile the same steps skip XLA after the first
+  (the same executables, so the same bits)."""
+  return {"JAX_COMPILATION_CACHE_DIR": str(path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+@pytest.fixture(scope="session")
+def shared_compilation_cache(tmp_path_factory):
+  """One compilation cache folder for the whole run, shared by the pytest-xdist workers (the
+  parent of the per-worker temporary folders): the tiny training's subprocesses in
+  test_faults.py and test_user_errors.py compile its train step once between them."""
+  base = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    base = base.parent
+  path = base / "jax_compilation_cache"
+  path.mkdir(exist_ok=True)
+  return path
+
+
 def tiny_model_config(**overrides):
   """configs/tiny.py's model, with overrides."""
   from configs import tiny

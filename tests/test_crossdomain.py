@@ -1,6 +1,7 @@
 """The cross-domain dual-modality system: network (Fig. a, b), augmentations (Sec. B), losses,
 stop-gradient (Sec. D), the E_R encoder file in DFL, and the pipeline end to end."""
 
+import json
 import math
 import subprocess
 import sys
@@ -11,10 +12,13 @@ import numpy as np
 import pytest
 
 from configs import crossdomain_tiny, tiny
-from conftest import ROOT
+from conftest import ROOT, build_official_tree
+from dfl_jax import conventions, parallel
+from dfl_jax.evaluation import crossdomain as cd_evaluation
 from dfl_jax.network import dual_modality as dm, model as dfl_model, resnet
 from dfl_jax.training import contrastive, crossdomain, modality_augmentation as aug
 from dfl_jax.weights import encoder_file
+from input_pipeline import dataset_build
 
 STAGES, WIDTH = (1, 1, 1, 1), 16
 # These tests are compile-bound: XLA's CPU backend without its LLVM optimisations compiles
@@ -253,6 +257,29 @@ def test_rgb_encoder_file_fits_dfl(tmp_path):
                                 np.asarray(ours))
 
 
+def test_evaluation_scores_genuine_interhand_records(tmp_path, fixtures):
+  """``--eval_data_dir``'s path: the fixture frames built by ``input_pipeline.build`` (no depth,
+  no parts) scored by an untrained model: every frame, every valid joint with a valid wrist."""
+  build_official_tree(fixtures, tmp_path / "ih")
+  dataset_build.build(tmp_path / "ih", tmp_path / "tfds", splits=("test",), workers=1)
+  config = crossdomain_tiny.get_config()
+  model = dm.create_model(config)
+  variables = crossdomain.init_variables(model, config, jax.random.PRNGKey(0))
+  data = crossdomain.eval_data_config(config, str(tmp_path / "tfds"), "test")
+  result = cd_evaluation.evaluate(model, variables, data, 4, parallel.make_mesh(), split="test")
+  with open(fixtures / "interhand26m_samples" / "test_interhand2.6m_data.json") as f:
+    annotations = json.load(f)["annotations"]
+  expected = 0
+  for a in annotations:
+    valid = np.asarray(a["joint_valid"], np.float64).reshape(42)
+    expected += int(np.sum(valid * valid[conventions.ROOT_OF]))
+  assert result["num_images"] == len(annotations) == 4
+  assert result["num_joints"] == expected
+  for key in ("epe_mm", "pck_005", "epe_mm_corrected"):
+    assert math.isfinite(result[key]), key
+  assert result["epe_mm"] > 1.0
+
+
 @pytest.mark.slow
 def test_command_line_mistakes_are_one_line(tmp_path):
   # The pipeline itself runs end to end in tests/test_notebooks.py (colab/crossdomain.ipynb
@@ -261,7 +288,9 @@ def test_command_line_mistakes_are_one_line(tmp_path):
   for args, needle in (([], "--workdir"),
                        ([f"--workdir={tmp_path / 'w'}", "--config.crossdomain.num_lables=3"],
                         "num_labels"),
-                       ([f"--workdir={tmp_path / 'w'}", "--label_sweep=a"], "label_sweep")):
+                       ([f"--workdir={tmp_path / 'w'}", "--label_sweep=a"], "label_sweep"),
+                       ([f"--workdir={tmp_path / 'w'}", f"--eval_data_dir={tmp_path / 'none'}"],
+                        "--eval_data_dir")):
     proc = subprocess.run(base + args, cwd=ROOT, capture_output=True, text=True, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error")]

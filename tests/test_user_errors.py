@@ -12,6 +12,7 @@ from ml_collections import ConfigDict
 import pytest
 
 from configs import tiny
+from conftest import compilation_cache_env
 from dfl_jax import errors
 from input_pipeline import synthetic_dataset
 
@@ -157,7 +158,8 @@ def test_every_command_runs_through_the_error_style():
 
 
 @pytest.mark.slow
-def test_a_second_training_in_a_busy_workdir_refuses_and_the_first_goes_on(tmp_path):
+def test_a_second_training_in_a_busy_workdir_refuses_and_the_first_goes_on(
+    tmp_path, shared_compilation_cache):
   config = tiny.get_config()
   config.data.synthetic_sizes = "train:8,val:4"
   data_dir = synthetic_dataset.ensure(config, tmp_path / "data")
@@ -168,7 +170,8 @@ def test_a_second_training_in_a_busy_workdir_refuses_and_the_first_goes_on(tmp_p
            "--config.data.shuffle_buffer=8"]
   first = subprocess.Popen([sys.executable, "main.py", "--config=configs/tiny.py",
                             f"--workdir={workdir}"] + flags, cwd=ROOT,
-                           env=dict(os.environ, JAX_PLATFORMS="cpu"),
+                           env=dict(os.environ, JAX_PLATFORMS="cpu",
+                                    **compilation_cache_env(shared_compilation_cache)),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   try:
     lock = workdir / "run.lock"

@@ -2,6 +2,7 @@
 
     python -m dfl_jax.crossdomain --config=configs/crossdomain_tiny.py --workdir=workdir/crossdomain
         [--config.crossdomain.num_labels=N] [--label_sweep=0,100,200,400] [--stage=all]
+        [--eval_data_dir=DIR [--eval_split=test]]
 
 Stages (``--stage``; ``all`` runs them in order, skipping a training whose file is there;
 naming a stage runs it again):
@@ -22,7 +23,9 @@ naming a stage runs it again):
    EPE (mm) and PCK@0.05, also after pose correction; WORKDIR/metrics.json
    (``{"epe_mm": {"before_finetune", "after_finetune"}, "pck_005": {...}, ...}``), and Fig. f as
    WORKDIR/attention.png. ``--label_sweep`` fine-tunes and evaluates once per N and draws Fig. d
-   (WORKDIR/epe_vs_labels.png).
+   (WORKDIR/epe_vs_labels.png). ``--eval_data_dir`` also scores both models on another dataset
+   built by ``python -m input_pipeline.build`` (genuine InterHand2.6M, say: RGB only, cropped
+   to the config's input size), as ``metrics["eval_data"]``.
 
 Data parallel over every device (global batches on a 1-D mesh, the state replicated, one jitted
 step with the state donated); one run per workdir (``workdir_lock``). The paper fine-tunes and
@@ -290,14 +293,24 @@ def _split_size(data, split):
   return pipeline.dataset_info(ml_collections.ConfigDict({"data": data})).splits[split].num_examples
 
 
-def run(config, workdir, stage="all", label_sweep=()):
-  """The stages above; returns the metrics written to WORKDIR/metrics.json."""
+def eval_data_config(config, data_dir: str, split: str):
+  """The data section that reads a dataset of ``input_pipeline.build`` (``--eval_data_dir``)."""
+  data = domain_config(config, "target", data_dir)
+  with data.unlocked():
+    data.source = "interhand"
+    data.eval_split = split
+  return data
+
+
+def run(config, workdir, stage="all", label_sweep=(), eval_data=None):
+  """The stages above; returns the metrics written to WORKDIR/metrics.json. ``eval_data``:
+  (data_dir, split) of another dataset to score both models on."""
   if stage not in STAGES:
     raise errors.ConfigError(f"--stage must be one of {STAGES}, got {stage!r}")
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   with workdir_lock.hold(workdir):
-    return _run(config, workdir, stage, label_sweep)
+    return _run(config, workdir, stage, label_sweep, eval_data)
 
 
 def _load(path, stage):
@@ -306,7 +319,7 @@ def _load(path, stage):
   return load_variables(path)[0]
 
 
-def _run(config, workdir, stage, label_sweep):
+def _run(config, workdir, stage, label_sweep, eval_data):
   mesh = parallel.make_mesh()
   domains = prepare_domains(config, workdir)
   if stage == "data":
@@ -350,6 +363,14 @@ def _run(config, workdir, stage, label_sweep):
   if cd.correct_pose:
     metrics["epe_mm_corrected"] = {"before_finetune": before["epe_mm_corrected"],
                                    "after_finetune": after["epe_mm_corrected"]}
+  if eval_data:
+    data_dir, split = eval_data
+    extra = eval_data_config(config, data_dir, split)
+    metrics["eval_data"] = {"data_dir": str(data_dir), "split": split}
+    for when, variables in (("before_finetune", pretrained), ("after_finetune", tuned_main)):
+      metrics["eval_data"][when] = evaluation.evaluate(model, variables, extra, batch, mesh,
+                                                       split=split, correct_pose=cd.correct_pose)
+    logging.info("%s (%s): %s", data_dir, split, metrics["eval_data"])
   if jax.process_index() == 0:
     sample = next(pipeline.eval_dataset(domains["target"], 4).as_numpy_iterator())
     metrics["figures"] = {"attention": str(evaluation.attention_figure(
@@ -370,6 +391,9 @@ def define_flags():
   flags.DEFINE_enum("stage", "all", list(STAGES), "Which stage to run (see the docstring).")
   flags.DEFINE_list("label_sweep", [], "Also fine-tune and evaluate with these numbers of "
                     "target labels (Fig. d).")
+  flags.DEFINE_string("eval_data_dir", None, "Also score the models on this dataset of "
+                      "python -m input_pipeline.build (e.g. genuine InterHand2.6M).")
+  flags.DEFINE_string("eval_split", "test", "--eval_data_dir: the split to score.")
 
 
 def main(argv):
@@ -384,7 +408,14 @@ def main(argv):
     raise errors.ConfigError(f"--label_sweep takes integers, got {FLAGS.label_sweep}") from None
   if any(n < 0 for n in sweep + [FLAGS.config.crossdomain.num_labels]):
     raise errors.ConfigError("numbers of labels must be >= 0")
-  metrics = run(FLAGS.config, FLAGS.workdir, FLAGS.stage, sweep)
+  eval_data = None
+  if FLAGS.eval_data_dir:
+    info = pathlib.Path(FLAGS.eval_data_dir)
+    if not info.is_dir():
+      raise errors.ConfigError(f"--eval_data_dir={FLAGS.eval_data_dir}: no such folder (build "
+                               "one with python -m input_pipeline.build)")
+    eval_data = (FLAGS.eval_data_dir, FLAGS.eval_split)
+  metrics = run(FLAGS.config, FLAGS.workdir, FLAGS.stage, sweep, eval_data)
   if metrics:
     print(json.dumps({k: metrics[k] for k in ("epe_mm", "pck_005")}))
 
