@@ -1,11 +1,13 @@
 """Im2Hands' networks: HALO's part frames, the image pathway and K (shapes, invariants, NumPy)."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dfl_jax.network import hand_frames, image_features, keypoint_refinement as kr
+from dfl_jax.network import (hand_frames, image_features, initial_occupancy as io,
+                             keypoint_refinement as kr, two_hand_refinement as rf)
 from input_pipeline import hand_model
 
 TINY_K = dict(index_features=8, coord_features=24, heads=2, regressor_hidden=32,
@@ -119,3 +121,103 @@ def test_untrained_k_is_the_identity_and_trains_towards_the_truth():
     params, opt, value = step(params, opt, jax.random.key(i))
     first = float(value) if first is None else first
   assert float(value) < 0.7 * first, (first, float(value))   # 13.5 -> 7.3 mm measured
+
+
+TINY_I = dict(hidden=32, layers=3, pose_code=2, attention_features=16, heads=2,
+              image_stages=(1, 1, 1, 1), image_width=8, image_features_dim=16, vit_dim=16,
+              vit_depth=1, vit_heads=2)
+
+
+def test_query_image_attention_is_the_query_row_of_self_attention():
+  rng = jax.random.key(3)
+  queries = jax.random.normal(rng, (2, 5, 16))
+  patches = jax.random.normal(jax.random.key(4), (2, 7, 16))
+  layer = io.QueryImageAttention(heads=2)
+  variables = layer.init(jax.random.key(5), queries, patches)
+  got = layer.apply(variables, queries, patches)
+  mha = nn.MultiHeadDotProductAttention(num_heads=2)
+  for m in range(5):
+    tokens = jnp.concatenate([queries[:, m:m + 1], patches], 1)
+    want = mha.apply(variables, queries[:, m:m + 1], tokens)[:, 0]
+    np.testing.assert_allclose(got[:, m], want, atol=1e-5)
+
+
+def _two_hands():
+  return np.concatenate([_hand(12) + [45, 0, 600], _hand(13, left=True) + [-45, 0, 620]])
+
+
+def test_initial_occupancy_shapes_switches_and_rigid_invariance():
+  rng = np.random.default_rng(14)
+  joints = _two_hands()
+  near = rng.integers(0, 21, 64)
+  queries = (joints.reshape(2, 21, 3)[:, near] + rng.normal(0, 20.0, (2, 64, 3)))[None]
+  images = jnp.zeros((1, 64, 64, 3), jnp.uint8)
+  focal, princpt = jnp.array([[150.0, 150.0]]), jnp.array([[32.0, 32.0]])
+  trees = {}
+  for name, kw in (("full", {}), ("no_image", dict(image_conditioning=False)),
+                   ("pixel_aligned", dict(query_image_attention=False))):
+    model = io.InitialOccupancy(**TINY_I, **kw)
+    args = (images, jnp.asarray(joints[None]), focal, princpt, jnp.asarray(queries))
+    variables = model.init(jax.random.key(0), *args)
+    out = model.apply(variables, *args)
+    assert out["logits"].shape == (1, 2, 64) and out["part_logits"].shape == (1, 2, 64, 16)
+    np.testing.assert_allclose(out["logits"], out["part_logits"].max(-1))
+    trees[name] = set(variables["params"])
+    if name == "no_image":
+      # HALO alone: the occupancy moves with the skeleton.
+      rot, shift = hand_model.random_rotation(rng), np.array([10.0, -20.0, 30.0])
+      moved = model.apply(variables, images, jnp.asarray(joints @ rot.T + shift)[None], focal,
+                          princpt, jnp.asarray(queries @ rot.T + shift))
+      np.testing.assert_allclose(moved["logits"], out["logits"], atol=1e-4)
+      # One set of weights for both hands: the left hand is the mirrored right hand.
+      swapped = np.concatenate([joints[21:], joints[:21]]) * [-1, 1, 1]
+      mirrored = model.apply(variables, images, jnp.asarray(swapped)[None], focal, princpt,
+                             jnp.asarray(queries[:, ::-1] * [-1, 1, 1]))
+      np.testing.assert_allclose(mirrored["logits"][:, ::-1], out["logits"], atol=1e-4)
+  assert "vit" in trees["full"] and "image_encoder" in trees["full"]
+  assert not trees["no_image"] & {"vit", "image_encoder", "pos_enc"}
+  assert "vit" not in trees["pixel_aligned"] and "pixel_aligned" in trees["pixel_aligned"]
+
+
+TINY_R = dict(features=16, encoder_layers=1, num_anchors=16, k=4)
+
+
+def _r_inputs(rng, points=64, queries=32, feats=5):
+  joints = _two_hands()
+  hands = joints.reshape(2, 21, 3)
+  surface = hands[:, rng.integers(0, 21, points)] + rng.normal(0, 8.0, (2, points, 3))
+  q = hands[:, rng.integers(0, 21, queries)] + rng.normal(0, 15.0, (2, queries, 3))
+  centre = 0.5 * (joints[20] + joints[41])
+  return (jnp.asarray(surface[None], jnp.float32),
+          jnp.asarray(rng.normal(size=(1, 2, points, feats)), jnp.float32),
+          jnp.asarray(rng.normal(size=(1, 8)), jnp.float32), jnp.asarray(centre[None]),
+          jnp.asarray(q[None], jnp.float32), jnp.asarray(rng.random((1, 2, queries)), jnp.float32))
+
+
+def test_refinement_shapes_switches_and_point_order():
+  rng = np.random.default_rng(15)
+  args = _r_inputs(rng)
+  model = rf.TwoHandRefinement(**TINY_R)
+  variables = model.init(jax.random.key(0), *args)
+  out = model.apply(variables, *args)
+  assert out.shape == (1, 2, 32) and np.all(np.isfinite(out))
+  # The surface points are a set: their order does not matter (FPS starts from the point
+  # farthest from the mean, kNN and attention are order-free).
+  perm = rng.permutation(64)
+  shuffled = (args[0][:, :, perm], args[1][:, :, perm]) + args[2:]
+  np.testing.assert_allclose(model.apply(variables, *shuffled), out, atol=1e-4)
+  # The initial occupancy conditions the output; switched off it does not.
+  other = args[:5] + (1.0 - args[5],)
+  assert not np.allclose(model.apply(variables, *other), out)
+  plain = rf.TwoHandRefinement(**TINY_R, init_occupancy_condition=False)
+  v_plain = plain.init(jax.random.key(0), *args)
+  np.testing.assert_array_equal(plain.apply(v_plain, *other), plain.apply(v_plain, *args))
+  # Without the feature cloud the image features are not read; without the context latent
+  # there is no context encoder.
+  no_fc = rf.TwoHandRefinement(**TINY_R, feature_cloud=False)
+  v_fc = no_fc.init(jax.random.key(0), *args)
+  np.testing.assert_array_equal(no_fc.apply(v_fc, args[0], args[1] * 0 + 7.0, *args[2:]),
+                                no_fc.apply(v_fc, *args))
+  no_ctx = rf.TwoHandRefinement(**TINY_R, context_latent=False)
+  assert "context1" in variables["params"]
+  assert "context1" not in no_ctx.init(jax.random.key(0), *args)["params"]
