@@ -1,9 +1,13 @@
 """Im2Hands' examples from the synthetic world: crops, crop cameras, occupancy samples."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from dfl_jax import conventions, errors
+from dfl_jax.network import initial_occupancy
+from dfl_jax.training import shape_steps
 from input_pipeline import geometry, hand_shape, shape_data, synthetic_render
 
 
@@ -55,3 +59,26 @@ def test_a_missing_shape_file_is_named(raw, tmp_path):
   bad.write_bytes(b"not an npz")
   with pytest.raises(errors.InputError, match="bad.npz"):
     shape_data.load(bad)
+
+
+def test_a_tiny_i_learns_the_hands_occupancy(raw, tmp_path):
+  """HALO alone (no image), a few hundred steps on two frames: the occupancy classification
+  beats the majority answer and the loss falls."""
+  data = shape_data.load(shape_data.build(raw, "val", tmp_path / "v.npz", size=64, limit=2,
+                                          num_uniform=256, num_near=256))
+  batch = {k: jnp.asarray(v) for k, v in data.items() if k != "annotation_id"}
+  batch["keypoints"] = batch["joints"]
+  model = initial_occupancy.InitialOccupancy(hidden=32, layers=3, pose_code=2,
+                                             image_conditioning=False)
+  variables = model.init(jax.random.key(0), batch["image"], batch["keypoints"], batch["focal"],
+                         batch["princpt"], batch["points"])
+  state = shape_steps.State.create(variables, shape_steps.optimizer(3e-3, 0.2, 5000, 1e-5))
+  step = shape_steps.make_initial_step(model)
+  history = []
+  for i in range(150):
+    state, metrics = step(state, batch, jax.random.key(i))
+    history.append({k: float(v) for k, v in metrics.items()})
+  w = np.broadcast_to(data["hand_valid"][..., None], data["inside"].shape)
+  majority = max(np.sum(data["inside"] * w), np.sum(~data["inside"] * w)) / np.sum(w)
+  assert history[-1]["loss"] < 0.6 * history[0]["loss"], (history[0], history[-1])
+  assert history[-1]["accuracy"] > majority + 0.05, (majority, history[-1])
