@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdir/tiny
 
-.PHONY: venv train test test-fast crossdomain clean
+.PHONY: venv train test test-fast crossdomain shapes clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: venv
 # The cross-domain dual-modality system end to end on the embedded synthetic data (docs/crossdomain.md).
 crossdomain: venv
 	$(PY) -m dfl_jax.crossdomain --config=configs/crossdomain_tiny.py --workdir=workdir/crossdomain
+
+# Im2Hands on DFL's keypoints end to end on the embedded synthetic data (docs/shapes.md).
+shapes: venv
+	$(PY) -m dfl_jax.shapes --config=configs/shapes_tiny.py --workdir=workdir/shapes
 
 # After each change: everything but the tests marked slow (README, "Tests").
 test-fast: venv

@@ -31,6 +31,7 @@ setup(
         "dfl-pretrained-encoder=dfl_jax.weights.encoder_export:command",
         "dfl-correct-pose=dfl_jax.evaluation.correction:command",
         "dfl-crossdomain=dfl_jax.training.crossdomain:command",
+        "dfl-shapes=dfl_jax.training.shapes:command",
         "dfl-build=input_pipeline.dataset_build:command",
         "dfl-synthetic=input_pipeline.synthetic_render:command",
         "dfl-pipeline-bench=input_pipeline.throughput:command",

@@ -179,18 +179,19 @@ def test_initial_occupancy_shapes_switches_and_rigid_invariance():
   assert "vit" not in trees["pixel_aligned"] and "pixel_aligned" in trees["pixel_aligned"]
 
 
-TINY_R = dict(features=16, encoder_layers=1, num_anchors=16, k=4)
+TINY_R = dict(features=16, encoder_layers=1, num_anchors=16, k=4, image_stages=(1, 1, 1, 1),
+              image_width=8, image_features_dim=8, image_latent=8)
 
 
-def _r_inputs(rng, points=64, queries=32, feats=5):
+def _r_inputs(rng, points=64, queries=32):
   joints = _two_hands()
   hands = joints.reshape(2, 21, 3)
   surface = hands[:, rng.integers(0, 21, points)] + rng.normal(0, 8.0, (2, points, 3))
   q = hands[:, rng.integers(0, 21, queries)] + rng.normal(0, 15.0, (2, queries, 3))
   centre = 0.5 * (joints[20] + joints[41])
-  return (jnp.asarray(surface[None], jnp.float32),
-          jnp.asarray(rng.normal(size=(1, 2, points, feats)), jnp.float32),
-          jnp.asarray(rng.normal(size=(1, 8)), jnp.float32), jnp.asarray(centre[None]),
+  images = jnp.asarray(rng.integers(0, 255, (1, 64, 64, 3)), jnp.uint8)
+  return (images, jnp.array([[150.0, 150.0]]), jnp.array([[32.0, 32.0]]),
+          jnp.asarray(surface[None], jnp.float32), jnp.asarray(centre[None]),
           jnp.asarray(q[None], jnp.float32), jnp.asarray(rng.random((1, 2, queries)), jnp.float32))
 
 
@@ -204,20 +205,22 @@ def test_refinement_shapes_switches_and_point_order():
   # The surface points are a set: their order does not matter (FPS starts from the point
   # farthest from the mean, kNN and attention are order-free).
   perm = rng.permutation(64)
-  shuffled = (args[0][:, :, perm], args[1][:, :, perm]) + args[2:]
+  shuffled = args[:3] + (args[3][:, :, perm],) + args[4:]
   np.testing.assert_allclose(model.apply(variables, *shuffled), out, atol=1e-4)
   # The initial occupancy conditions the output; switched off it does not.
-  other = args[:5] + (1.0 - args[5],)
+  other = args[:6] + (1.0 - args[6],)
   assert not np.allclose(model.apply(variables, *other), out)
   plain = rf.TwoHandRefinement(**TINY_R, init_occupancy_condition=False)
   v_plain = plain.init(jax.random.key(0), *args)
   np.testing.assert_array_equal(plain.apply(v_plain, *other), plain.apply(v_plain, *args))
-  # Without the feature cloud the image features are not read; without the context latent
-  # there is no context encoder.
+  # Without the feature cloud the image features at the points are not read; without the
+  # context latent there is no context encoder.
   no_fc = rf.TwoHandRefinement(**TINY_R, feature_cloud=False)
   v_fc = no_fc.init(jax.random.key(0), *args)
-  np.testing.assert_array_equal(no_fc.apply(v_fc, args[0], args[1] * 0 + 7.0, *args[2:]),
+  # (the crop camera only places the feature cloud, so moving it changes nothing here)
+  np.testing.assert_array_equal(no_fc.apply(v_fc, args[0], args[1] * 3.0, *args[2:]),
                                 no_fc.apply(v_fc, *args))
+  assert not np.allclose(model.apply(variables, args[0], args[1] * 3.0, *args[2:]), out)
   no_ctx = rf.TwoHandRefinement(**TINY_R, context_latent=False)
   assert "context1" in variables["params"]
   assert "context1" not in no_ctx.init(jax.random.key(0), *args)["params"]

@@ -17,8 +17,8 @@ UPPER = ("dfl_jax.training", "dfl_jax.evaluation", "dfl_jax.serving", "dfl_jax.w
          "dfl_jax.tools", "dfl_jax.workdir")
 ENTRIES = tuple(f"dfl_jax.{n}" for n in (
     "evaluate", "predict", "export", "bench", "aot", "doctor", "summary", "convert_resnet",
-    "pretrained_encoder", "correct_pose", "crossdomain")) + ("input_pipeline.build", "input_pipeline.synthetic",
-                              "input_pipeline.bench")
+    "pretrained_encoder", "correct_pose", "crossdomain", "shapes")) + (
+        "input_pipeline.build", "input_pipeline.synthetic", "input_pipeline.bench")
 MAX_FUNCTION_LEVEL = 8
 
 

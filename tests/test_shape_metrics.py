@@ -62,11 +62,11 @@ def test_chamfer_matches_brute_force_and_concentric_spheres():
 
 
 def test_winding_number_inside_test_of_a_closed_mesh():
-  verts, faces = sphere_mesh(10.0, centre=(5.0, -3.0, 2.0))
+  verts, faces = sphere_mesh(10.0, centre=(5.0, -3.0, 2.0), step=1.0)
   rng = np.random.default_rng(2)
-  pts = rng.uniform(-10, 20, (5000, 3))
+  pts = rng.uniform(-10, 20, (1500, 3))
   r = np.linalg.norm(pts - np.array([5.0, -3.0, 2.0]), axis=-1)
-  far = np.abs(r - 10.0) > 0.3    # the mesh is within ~0.1 mm of the sphere
+  far = np.abs(r - 10.0) > 0.5    # the mesh is within ~0.1 mm of the sphere
   got = shape_metrics.mesh_contains(verts, faces, pts)
   np.testing.assert_array_equal(got[far], (r < 10.0)[far])
 

@@ -174,7 +174,7 @@ class InitialOccupancy(nn.Module):
                                           name="query_image_attention")(pos, patches)
     else:
       stride = size / fmap.shape[1]
-      sampled = _sample_batch(fmap, (pixels + 0.5) / stride - 0.5)
+      sampled = sample_features(fmap, (pixels + 0.5) / stride - 0.5)
       feature = nn.Dense(self.attention_features, name="pixel_aligned")(
           jnp.concatenate([sampled, pos], -1))
     return feature.reshape(b, 2, n, -1)
@@ -201,5 +201,6 @@ class InitialOccupancy(nn.Module):
     return {"logits": jnp.max(parts, -1), "part_logits": parts}
 
 
-def _sample_batch(features, cells):
+def sample_features(features, cells):
+  """features [B, h, w, C] at cell coordinates [B, N, 2] (x, y): bilinear, zero outside."""
   return jax.vmap(_sample)(features, cells)

@@ -28,13 +28,13 @@ supplement leaves to that paper; here, each a field below:
   latent instead of z_c).
 """
 
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dfl_jax.network import point_cloud
+from dfl_jax.network import image_features, initial_occupancy, point_cloud
 
 SCALE_MM = 100.0
 SIDE_LABELS = ((0.0, 1.0), (1.0, 0.0))   # per hand in the project's order: right, left
@@ -116,9 +116,13 @@ class PointCloudDecoder(nn.Module):
 
 
 class TwoHandRefinement(nn.Module):
-  """R: (surface points [B, 2, P, 3] mm, their image features [B, 2, P, F] (or None), z_I
-  [B, L], centre [B, 3] mm, queries [B, 2, Q, 3] mm, initial occupancy probabilities [B, 2, Q])
-  -> refined logits [B, 2, Q]; hands in the project's order (right, left)."""
+  """R: (images [B, S, S, 3], the crop's focal [B, 2] and princpt [B, 2], surface points
+  [B, 2, P, 3] mm, centre [B, 3] mm, queries [B, 2, Q, 3] mm, initial occupancy probabilities
+  [B, 2, Q]) -> refined logits [B, 2, Q]; hands in the project's order (right, left).
+
+  The feature cloud and z_I come from R's own ImgEnc, the architecture of I's ("the same image
+  encoder-decoder used in I"), which the pipeline starts from I's trained weights.
+  """
 
   features: int = 64
   encoder_layers: int = 2
@@ -127,17 +131,28 @@ class TwoHandRefinement(nn.Module):
   init_occupancy_condition: bool = True
   feature_cloud: bool = True
   context_latent: bool = True
+  image_stages: Sequence[int] = (3, 4, 6, 3)
+  image_width: int = 64
+  image_features_dim: int = 64
+  image_latent: int = 256
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, surface, surface_features, image_latent, centre, queries, init_prob):
+  def __call__(self, images, focal, princpt, surface, centre, queries, init_prob,
+               train: bool = False):
     b, _, p, _ = surface.shape
+    fmap, image_latent = image_features.ImageEncoderDecoder(
+        self.image_stages, self.image_width, self.image_features_dim, self.image_latent,
+        dtype=self.dtype, name="image_encoder")(images, train)
     pos = (surface - centre[:, None, None]) / SCALE_MM
     label = jnp.broadcast_to(jnp.asarray(SIDE_LABELS, jnp.float32)[None, :, None],
                              (b, 2, p, 2))
     parts = [pos, label]
-    if self.feature_cloud:
-      parts.insert(1, surface_features)
+    if self.feature_cloud:   # each point with the image features where it projects
+      pixels = initial_occupancy.project(surface.reshape(b, 2 * p, 3), focal, princpt)
+      stride = images.shape[1] / fmap.shape[1]
+      sampled = initial_occupancy.sample_features(fmap, (pixels + 0.5) / stride - 0.5)
+      parts.insert(1, sampled.reshape(b, 2, p, -1))
     inputs = jnp.concatenate(parts, -1)
     encoder = PointCloudEncoder(self.features, self.encoder_layers, self.num_anchors, self.k,
                                 name="point_cloud_encoder")

@@ -52,7 +52,7 @@ from dfl_jax import errors, parallel
 from dfl_jax.evaluation import crossdomain as evaluation
 from dfl_jax.network import dual_modality
 from dfl_jax.training import contrastive, modality_augmentation as augment, workdir_lock
-from dfl_jax.weights import encoder_file
+from dfl_jax.weights import encoder_file, variables_file
 from input_pipeline import pipeline, synthetic_dataset
 
 STAGES = ("all", "data", "pretrain", "finetune", "evaluate")
@@ -220,15 +220,8 @@ def _run_steps(step_fn, state, batches, num_steps, mesh, log_every, name):
 
 # ------------------------------------------------------------------ files
 
-def save_variables(path, variables, meta):
-  flat = {k: np.asarray(v) for k, v in flax.traverse_util.flatten_dict(
-      jax.device_get(flax.core.unfreeze(variables)), sep="/").items()}
-  return encoder_file.save(path, flat, meta)
-
-
-def load_variables(path):
-  flat, meta = encoder_file.load(path)
-  return flax.traverse_util.unflatten_dict(dict(flat), sep="/"), meta
+save_variables = variables_file.save   # the notebook and tests call these by these names
+load_variables = variables_file.load
 
 
 def export_rgb_encoder(variables, path, config):

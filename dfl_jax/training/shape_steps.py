@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dfl_jax.evaluation import reconstruction
+from dfl_jax.network import keypoint_refinement
 from dfl_jax.training import shape_losses
 
 PENETRATION_WEIGHT = 0.001
@@ -61,7 +63,7 @@ class State:
 
 def keypoint_loss(refined, truth, valid):
   """Mean joint distance (mm) over valid joints."""
-  err = jnp.linalg.norm(refined - truth, axis=-1)
+  err = jnp.sqrt(jnp.sum(jnp.square(refined - truth), -1) + 1e-12)   # finite gradient at 0
   return jnp.sum(err * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
 
@@ -120,3 +122,43 @@ def refinement_loss(logits_by_hand, batch):
                                               weights)
   return occupancy + PENETRATION_WEIGHT * penetration, {"occupancy": occupancy,
                                                         "penetration": penetration}
+
+
+def initial_shapes(i_model, i_variables, batch, resolution: int, num_points: int,
+                   candidates: int):
+  """What R reads from a frozen I: (surface [B, 2, P, 3], queries [B, 2, 2N, 3] (every hand's
+  training queries, both sets, for both hands), I's logits there [B, 2, 2N]).
+
+  The surface points come from I's logits on each hand's grid (``reconstruction``)."""
+  args = (batch["image"], batch["keypoints"], batch["focal"], batch["princpt"])
+  grids, _, _ = reconstruction.hand_grids(batch["keypoints"], resolution)
+  grid_logits = i_model.apply(i_variables, *args, grids)["logits"]
+  surface = reconstruction.surface_points(grids, grid_logits, num_points, candidates)
+  both = jnp.concatenate([batch["points"][:, 0], batch["points"][:, 1]], 1)   # [B, 2N, 3]
+  queries = jnp.stack([both, both], 1)
+  init = i_model.apply(i_variables, *args, queries)["logits"]
+  return jax.lax.stop_gradient((surface, queries, init))
+
+
+def make_refinement_step(i_model, r_model, resolution: int, num_points: int, candidates: int):
+  """jit(state, i_variables, batch, key) -> (state, metrics): R on I's frozen initial shapes."""
+
+  def step(state, i_variables, batch, key):
+    surface, queries, init_logits = initial_shapes(i_model, i_variables, batch, resolution,
+                                                   num_points, candidates)
+    init = jax.nn.sigmoid(init_logits)
+    centre = keypoint_refinement.keypoint_centre(batch["keypoints"])[:, 0]
+    n = batch["points"].shape[2]
+
+    def loss_fn(params):
+      logits = r_model.apply(dict(state.frozen, params=params), batch["image"], batch["focal"],
+                             batch["princpt"], surface, centre, queries, init, train=True,
+                             rngs={"dropout": key})
+      by_hand = logits.reshape(logits.shape[0], 2, 2, n)
+      return refinement_loss(by_hand, batch)
+
+    (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    own = jnp.stack([init_logits[:, 0, :n], init_logits[:, 1, n:]], 1)
+    return state.apply(grads), dict(parts, loss=loss, initial_occupancy=initial_loss(own, batch))
+
+  return jax.jit(step, donate_argnums=0)

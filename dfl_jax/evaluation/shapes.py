@@ -1,0 +1,133 @@
+"""Im2Hands scored: reconstruction of validation frames, IoU, Chamfer L1, MPJPE before/after K.
+
+For each validation frame the keypoints come from three sources: the truth (Table S1), DFL's
+prediction (Table S2 without K) and DFL's refined by K (Table S2); from each, I's shapes and
+I + R's (``reconstruction``: occupancy on a grid over each hand's box, marching cubes) are scored
+against the frame's true solids with ``shape_metrics.score_hand`` (mid-joint alignment, mean
+IoU over uniform points, Chamfer L1 between surface samples). The predicted inside test is the
+network's own occupancy (probability >= 0.5) at the IoU points, not the mesh's.
+
+MPJPE of the keypoints (``mpjpe_before_k``, ``mpjpe_after_k``): the mean distance over valid
+joints after aligning each hand at its wrist (the official protocol's).
+"""
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+
+from dfl_jax.conventions import HANDS, LEFT, RIGHT, ROOT_OF
+from dfl_jax.evaluation import reconstruction, shape_metrics
+from dfl_jax.network import keypoint_refinement
+from input_pipeline import hand_shape
+
+SOURCES = ("gt", "dfl", "dfl+K")
+MODELS = ("I", "I+R")
+HAND_JOINTS = (RIGHT, LEFT)
+
+
+def root_aligned_mpjpe(pred, truth, valid):
+  """Mean joint error (mm) over valid joints, each hand aligned at its wrist."""
+  p = pred - pred[:, ROOT_OF]
+  t = truth - truth[:, ROOT_OF]
+  w = valid * valid[:, ROOT_OF]
+  return float(np.sum(np.linalg.norm(p - t, axis=-1) * w) / max(np.sum(w), 1.0))
+
+
+def refine_keypoints(k_model, k_variables, images, keypoints, batch_size=16):
+  fn = jax.jit(lambda v, img, kp: k_model.apply(v, img, kp))
+  out = [np.asarray(fn(k_variables, jnp.asarray(images[s:s + batch_size]),
+                       jnp.asarray(keypoints[s:s + batch_size])))
+         for s in range(0, len(images), batch_size)]
+  return np.concatenate(out)
+
+
+def make_occupancy(i_model, r_model, config):
+  """jit(i_vars, r_vars, frame, queries [1, 2, Q, 3]) -> (I logits, I + R logits) [1, 2, Q]."""
+  s = config.shapes
+
+  def both(i_vars, r_vars, frame, queries):
+    args = (frame["image"], frame["keypoints"], frame["focal"], frame["princpt"])
+    initial = i_model.apply(i_vars, *args, queries)["logits"]
+    grids, _, _ = reconstruction.hand_grids(frame["keypoints"], s.grid_resolution)
+    surface = reconstruction.surface_points(grids, i_model.apply(i_vars, *args, grids)["logits"],
+                                            s.num_points, s.candidates)
+    centre = keypoint_refinement.keypoint_centre(frame["keypoints"])[:, 0]
+    refined = r_model.apply(r_vars, frame["image"], frame["focal"], frame["princpt"], surface,
+                            centre, queries, jax.nn.sigmoid(initial))
+    return initial, refined
+
+  return jax.jit(both)
+
+
+def evaluate(config, data, k, i, r, gt_solids, mesh_dir=None):
+  """The metrics (module docstring) of the first ``config.shapes.eval_frames`` examples of
+  ``data`` (``load_examples``' arrays); ``gt_solids[j]`` is frame j's {'right', 'left'} solids
+  in camera mm; writes the system's meshes of the first ``meshes_written`` frames to
+  ``mesh_dir``."""
+  s = config.shapes
+  n = len(data["image"]) if not s.eval_frames else min(int(s.eval_frames), len(data["image"]))
+  (k_model, k_vars), (i_model, i_vars), (r_model, r_vars) = k, i, r
+  truth = data["joints"][:n].astype(np.float64)
+  valid = data["joint_valid"][:n]
+  dfl = data["dfl_keypoints"][:n]
+  refined = refine_keypoints(k_model, k_vars, data["image"][:n], dfl)
+  sources = {"gt": truth.astype(np.float32), "dfl": dfl, "dfl+K": refined}
+  occupancy = make_occupancy(i_model, r_model, config)
+  rng = np.random.default_rng(config.seed)
+  scores = {src: {m: [] for m in MODELS} for src in SOURCES}
+  written = []
+  for j in range(n):
+    gt_meshes = {}
+    for h, side in enumerate(HANDS):
+      if data["hand_valid"][j, h] and gt_solids[j][side] is not None:
+        gt_meshes[side] = hand_shape.mesh(gt_solids[j][side])
+    for src, keypoints in sources.items():
+      frame = {"image": jnp.asarray(data["image"][j:j + 1]),
+               "keypoints": jnp.asarray(keypoints[j:j + 1], jnp.float32),
+               "focal": jnp.asarray(data["focal"][j:j + 1]),
+               "princpt": jnp.asarray(data["princpt"][j:j + 1])}
+      grids, lo, hi = reconstruction.hand_grids(frame["keypoints"], s.mesh_resolution)
+      grid_logits = occupancy(i_vars, r_vars, frame, grids)
+      for h, side in enumerate(HANDS):
+        if side not in gt_meshes:
+          continue
+        solid = gt_solids[j][side]
+        for m, logits in zip(MODELS, grid_logits):
+          prob = jax.nn.sigmoid(logits[0, h]).reshape((s.mesh_resolution,) * 3)
+          mesh = reconstruction.mesh_from_grid(prob, lo[0, h], hi[0, h])
+
+          def pred_inside(points, h=h, m=m, frame=frame):
+            q = jnp.broadcast_to(jnp.asarray(points, jnp.float32)[None, None],
+                                 (1, 2, len(points), 3))
+            out = occupancy(i_vars, r_vars, frame, q)[MODELS.index(m)]
+            return np.asarray(out[0, h]) >= 0.0
+
+          score = shape_metrics.score_hand(
+              pred_inside, mesh, keypoints[j, HAND_JOINTS[h]],
+              lambda x, solid=solid: hand_shape.contains(solid, x), gt_meshes[side],
+              truth[j, HAND_JOINTS[h]], rng, s.eval_points, s.eval_surface)
+          scores[src][m].append(score)
+          if (mesh_dir is not None and src == "dfl+K" and m == "I+R"
+              and j < s.meshes_written):
+            written.append(_write(mesh_dir, int(data["annotation_id"][j]), side, mesh,
+                                  s.mesh_format))
+  table = {src: {m: _summary(scores[src][m]) for m in MODELS} for src in SOURCES}
+  system = table["dfl+K"]["I+R"]
+  return {"iou": system["iou"], "chamfer_mm": system["chamfer_mm"],
+          "mpjpe_before_k": root_aligned_mpjpe(dfl, truth, valid),
+          "mpjpe_after_k": root_aligned_mpjpe(refined, truth, valid),
+          "num_frames": n, "table": table, "meshes": [str(p) for p in written]}
+
+
+def _summary(scores):
+  chamfer = [x["chamfer_mm"] for x in scores if not x["empty"]]
+  return {"iou": float(np.mean([x["iou"] for x in scores])) if scores else float("nan"),
+          "chamfer_mm": float(np.mean(chamfer)) if chamfer else float("nan"),
+          "num_hands": len(scores), "num_empty": int(sum(x["empty"] for x in scores))}
+
+
+def _write(folder, annotation_id, side, mesh, fmt):
+  path = f"{folder}/{annotation_id}_{side}.{fmt}"
+  writer = reconstruction.write_ply if fmt == "ply" else reconstruction.write_obj
+  return writer(path, *mesh)
