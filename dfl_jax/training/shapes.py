@@ -94,12 +94,12 @@ def dfl_run(config, workdir):
     if not (run / workdir_lib.CONFIG_FILE).is_file():
       raise errors.MissingFileError(f"--config.shapes.dfl_workdir={given}: no "
                                     f"{workdir_lib.CONFIG_FILE} (not a training run)")
-    cfg = workdir_lib.restore_config(workdir_lib.load_config(workdir=run))
+    cfg = workdir_lib.load_config(workdir=run)
     if cfg.data.source != "synthetic":
       raise errors.ConfigError(f"--config.shapes.dfl_workdir={given} was trained on "
                                f"{cfg.data.source!r} data; the shapes come from the synthetic "
                                "world's solids, so it must be a synthetic-world run")
-    return cfg, run
+    return workdir_lib.restore_config(cfg), run
   return dfl_config(config), pathlib.Path(workdir) / "dfl"
 
 
