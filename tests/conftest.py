@@ -91,7 +91,7 @@ def pytest_collection_modifyitems(config, items):
   ``make test-fast`` (``-m "not slow"``) leaves them out, ``make test`` runs everything."""
   del config
   for item in items:
-    if "trained_workdir" in getattr(item, "fixturenames", ()):
+    if {"trained_workdir", "trained_shapes_workdir"} & set(getattr(item, "fixturenames", ())):
       item.add_marker(pytest.mark.slow)
 
 
@@ -101,3 +101,11 @@ def trained_workdir(tmp_path_factory):
   (tests/notebook_runs.py: by executing colab/quickstart.ipynb)."""
   import notebook_runs  # pylint: disable=import-outside-toplevel
   return notebook_runs.trained_workdir(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def trained_shapes_workdir(tmp_path_factory, trained_workdir):
+  """Im2Hands' pipeline (every stage, the smallest size) on ``trained_workdir``'s keypoints,
+  once per run for all workers (tests/notebook_runs.py)."""
+  import notebook_runs  # pylint: disable=import-outside-toplevel
+  return notebook_runs.trained_shapes_workdir(tmp_path_factory, trained_workdir)

@@ -112,3 +112,29 @@ def _train(folder):
 def trained_workdir(tmp_path_factory) -> pathlib.Path:
   """The workdir of a tiny DFL trained 4 steps on synthetic data (checkpoints, config.json)."""
   return shared_once(tmp_path_factory, "dfl_trained", _train) / "workdir"
+
+
+def shapes_config(dfl_workdir):
+  """configs/shapes_tiny.py at the smallest size, on the DFL run ``dfl_workdir``: K, I and R one
+  epoch each on its 32 training frames, 2 validation frames scored."""
+  from configs import shapes_tiny  # pylint: disable=import-outside-toplevel
+  config = shapes_tiny.get_config()
+  config.shapes.update(dict(dfl_workdir=str(dfl_workdir), num_uniform=128, num_near=128,
+                            grid_resolution=8, candidates=64, num_points=32,
+                            mesh_resolution=12, eval_frames=2, eval_points=2000,
+                            eval_surface=500, meshes_written=2))
+  for section in (config.k, config.i, config.r):
+    section.update(dict(epochs=1, batch_size=4))
+  config.r.update(dict(num_anchors=8, k=4))
+  config.log_every_steps = 1
+  return config
+
+
+def trained_shapes_workdir(tmp_path_factory, dfl_workdir) -> pathlib.Path:
+  """A workdir of ``python -m dfl_jax.shapes`` (every stage) on ``dfl_workdir``'s keypoints."""
+  from dfl_jax.training import shapes  # pylint: disable=import-outside-toplevel
+
+  def train(folder):
+    shapes.run(shapes_config(dfl_workdir), folder / "workdir")
+
+  return shared_once(tmp_path_factory, "shapes_trained", train) / "workdir"

@@ -1,7 +1,8 @@
-"""colab/: the notebooks are valid, and quickstart, inference and crossdomain run top to bottom
-(small settings; tests/notebook_runs.py). The quickstart run is the one that trains the model the
-inference tests share (``trained_workdir``); the crossdomain run is the cross-domain system's
-end-to-end test (render both domains, pre-train, fine-tune, evaluate, DFL from E_R)."""
+"""colab/: the notebooks are valid, and quickstart, inference, crossdomain and shapes run top to
+bottom (small settings; tests/notebook_runs.py). The quickstart run is the one that trains the
+model the inference tests share (``trained_workdir``); the crossdomain run is the cross-domain
+system's end-to-end test (render both domains, pre-train, fine-tune, evaluate, DFL from E_R); the
+shapes run reconstructs the demo frame's hands from the smallest Im2Hands workdir."""
 
 import ast
 import json
@@ -11,7 +12,8 @@ import pytest
 
 import notebook_runs
 
-NOTEBOOKS = ("quickstart.ipynb", "inference.ipynb", "interhand26m.ipynb", "crossdomain.ipynb")
+NOTEBOOKS = ("quickstart.ipynb", "inference.ipynb", "interhand26m.ipynb", "crossdomain.ipynb",
+             "shapes.ipynb")
 
 
 def _errors(nb):
@@ -95,3 +97,16 @@ def test_crossdomain_runs_top_to_bottom(tmp_path):
   dfl_config = json.loads((work / "dfl" / "config.json").read_text())
   assert dfl_config["train"]["encoder_init"] == str(work / "encoder_rgb.npz")
   assert (work / "dfl" / "checkpoints" / "2" / "commit_success.txt").exists()
+
+
+def test_shapes_runs_top_to_bottom(trained_workdir, trained_shapes_workdir, fixtures, tmp_path):
+  if not notebook_runs.have_nbclient():
+    pytest.skip("nbclient/ipykernel not installed (pip install -e '.[test]')")
+  out = tmp_path / "out"
+  nb = notebook_runs.execute_notebook("shapes.ipynb", {
+      "DFL_NB_WORKDIR": trained_workdir, "DFL_NB_SHAPES_WORKDIR": trained_shapes_workdir,
+      "DFL_NB_OUT": out, "DFL_FIXTURES": fixtures}, out_path=tmp_path / "shapes.executed.ipynb")
+  assert not _errors(nb)
+  result = json.loads((out / "interhand_demo_input.json").read_text())
+  assert set(result["shapes"]["meshes"]) == {"right", "left"}   # presence_threshold=0
+  assert (out / "interhand_demo_input_shapes.png").stat().st_size > 1000

@@ -31,6 +31,12 @@ joints after registering a hand template to them (bone lengths, joint-angle inte
 Model mode with any protocol but plain ``interhand``, or with ``--correct_pose``, also needs
 ``--annotations`` (the official JSON files of the split): it scores its ``predictions.json``
 against them.
+
+Shapes mode (Im2Hands, ``dfl_jax/evaluation/shapes.py``): a workdir of ``python -m
+dfl_jax.shapes`` rescored, mean IoU and Chamfer L1 after mid-joint alignment::
+
+  python -m dfl_jax.evaluate --shapes=SHAPES_WORKDIR [--shape_points 100000]
+      [--shape_surface 30000] [--mesh_resolution 64] [--shape_frames 0] [--out OUT]
 """
 
 import pathlib
@@ -71,6 +77,12 @@ def define_flags():
                     "lengths, joint angles within their intervals; dfl_jax/pose_correction.py).")
   flags.DEFINE_string("template", None, "--correct_pose: a template JSON (default: the built-in "
                       "one; write one with python -m dfl_jax.correct_pose --fit_template).")
+  flags.DEFINE_string("shapes", None, "Shapes mode: a workdir of python -m dfl_jax.shapes.")
+  flags.DEFINE_integer("shape_points", None, "--shapes: IoU query points per hand "
+                       "(default: the workdir's config.shapes.eval_points).")
+  flags.DEFINE_integer("shape_surface", None, "--shapes: Chamfer surface samples per mesh.")
+  flags.DEFINE_integer("mesh_resolution", None, "--shapes: marching-cubes grid points a side.")
+  flags.DEFINE_integer("shape_frames", None, "--shapes: validation frames scored (0: all).")
 
 
 def _protocol_args(FLAGS):  # pylint: disable=invalid-name
@@ -85,6 +97,9 @@ def main(argv):
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if FLAGS.template and not FLAGS.correct_pose:
     raise app.UsageError("--template is used by --correct_pose only")
+  if FLAGS.shapes:
+    _shapes_mode(FLAGS)
+    return
   if FLAGS.protocol == "hic":
     if FLAGS.correct_pose:
       raise app.UsageError("--correct_pose is not available with --protocol=hic")
@@ -124,6 +139,23 @@ def main(argv):
   print(report.format_summary(result))
   if result.get("report"):
     print(f"report: {result['report']}")
+
+
+def _shapes_mode(FLAGS):  # pylint: disable=invalid-name
+  # Shapes mode only: it brings the Im2Hands networks and the synthetic world.
+  from dfl_jax.evaluation import shapes  # pylint: disable=import-outside-toplevel
+  from dfl_jax.training import shapes as pipeline  # pylint: disable=import-outside-toplevel
+  config = pipeline.load_config(FLAGS.shapes)
+  for flag, key in (("shape_points", "eval_points"), ("shape_surface", "eval_surface"),
+                    ("mesh_resolution", "mesh_resolution"), ("shape_frames", "eval_frames")):
+    value = getattr(FLAGS, flag)
+    if value is not None:
+      if value < (0 if flag == "shape_frames" else 2):
+        raise app.UsageError(f"--{flag}={value} is too small")
+      config.shapes[key] = value
+  metrics = pipeline.evaluate_workdir(config, FLAGS.shapes, FLAGS.out)
+  print(shapes.format_table(metrics))
+  print(f"report: {pathlib.Path(FLAGS.out or FLAGS.shapes) / 'metrics.json'}")
 
 
 def command():

@@ -131,3 +131,16 @@ def _write(folder, annotation_id, side, mesh, fmt):
   path = f"{folder}/{annotation_id}_{side}.{fmt}"
   writer = reconstruction.write_ply if fmt == "ply" else reconstruction.write_obj
   return writer(path, *mesh)
+
+
+def format_table(metrics):
+  """Tables S1/S2's rows of ``evaluate``'s metrics as text lines."""
+  lines = [f"Im2Hands, {metrics['num_frames']} frames: MPJPE {metrics['mpjpe_before_k']:.2f} mm "
+           f"(DFL) -> {metrics['mpjpe_after_k']:.2f} mm (after K)"]
+  for src in SOURCES:
+    for m in MODELS:
+      row = metrics["table"][src][m]
+      lines.append(f"  keypoints {src:6s} {m:4s} IoU {100 * row['iou']:5.1f}%  Chamfer L1 "
+                   f"{row['chamfer_mm']:6.2f} mm  ({row['num_hands']} hands, "
+                   f"{row['num_empty']} empty)")
+  return "\n".join(lines)

@@ -4,7 +4,7 @@
         --input IMAGE|FOLDER|VIDEO [--input ...] --out OUT \
         [--bbox x,y,w,h | --bbox boxes.json | --detector_model hand_landmarker.task] \
         [--focal fx,fy [--princpt cx,cy]] [--root_depth_mm 500] [--attention_joints 20,41] \
-        [--correct_pose [--template TEMPLATE.json]]
+        [--correct_pose [--template TEMPLATE.json]] [--shapes SHAPES_WORKDIR]
 
 The hands are cropped by the box (xywh, image pixels; one box for every input, or a JSON file
 mapping file names to boxes), or by MediaPipe's hand detector when it is installed
@@ -21,6 +21,10 @@ Per image (``NAME`` = the file's stem; ``NAME_f000012`` for frame 12 of a video)
                          grey; images larger than --max_display_side are shown downscaled
   NAME_3d.png            3D view of the hands (camera frame)
   NAME_attention_jJJ.png joints-image attention of joint JJ per iteration (--attention_joints)
+  NAME_right.ply, NAME_left.ply, NAME_shapes.png
+                         with --shapes: each drawn hand's mesh (camera mm) from Im2Hands' K, I
+                         and R of a ``python -m dfl_jax.shapes`` workdir, and the meshes over
+                         the image (``serving/shapes.py``)
 
 and OUT/summary.json lists what was written and what failed. NAME.json::
 
@@ -38,6 +42,8 @@ and OUT/summary.json lists what was written and what failed. NAME.json::
                     after pose correction (``dfl_jax/pose_correction.py``: the template's bone
                     lengths, every joint angle within its interval, the wrists kept) and the
                     template used; the 3D view then shows the corrected hands
+  shapes            with --shapes: joints_refined_cam_mm [42, 3] (K's output), the mesh files,
+                    their vertex and face counts and the shapes workdir
 
 3D needs a root depth: the right hand's root (wrist) is put at --root_depth_mm (default 500 mm)
 and the left's at that plus rel_root_depth_mm, each joint at its root plus its predicted
@@ -64,7 +70,8 @@ import cv2
 import numpy as np
 
 from dfl_jax import conventions, errors, pose_correction
-from dfl_jax.serving import detector as detector_lib, inference, visualize
+from dfl_jax.evaluation import reconstruction
+from dfl_jax.serving import detector as detector_lib, inference, shapes as shapes_lib, visualize
 from input_pipeline import interhand
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -94,6 +101,7 @@ class _Pending:
   camera: object
   display: np.ndarray
   display_scale: float
+  shape_crop: object = None
 
 
 # ------------------------------------------------------------------ parsing
@@ -230,12 +238,14 @@ def display_copy(image, max_side: int):
 def run(inputs, net, out_dir, boxes=None, detector=None, focal=None, princpt=None,
         root_depth_mm=None, batch_size=8, attention_joints=(), presence_threshold=0.5,
         max_display_side=2048, frame_step=1, max_frames=0, figures=True,
-        echo=True, correct_pose=False, template=None) -> Report:
+        echo=True, correct_pose=False, template=None, shapes=None) -> Report:
   """Predicts on every image of ``inputs`` (files, folders, videos) and writes OUT (see above).
 
   net: ``inference.load_model(...)``; boxes: ``parse_boxes``' result; detector: callable
   image -> box or None (``detector.py``). ``correct_pose`` adds the pose-corrected joints
-  (``template``: a template dict, None the default). Returns the Report (also OUT/summary.json).
+  (``template``: a template dict, None the default); ``shapes`` a
+  ``shapes_lib.ShapeReconstructor`` adds each hand's mesh. Returns the Report (also
+  OUT/summary.json).
   """
   if boxes is None and detector is None:
     raise ValueError("give boxes or a detector (see detector.NO_BOX)")
@@ -251,13 +261,16 @@ def run(inputs, net, out_dir, boxes=None, detector=None, focal=None, princpt=Non
   context = dict(net=net, out_dir=out_dir, attention_joints=[int(j) for j in attention_joints],
                  presence_threshold=presence_threshold, figures=figures, report=report,
                  correction=(pose_correction.check_template(
-                     template or pose_correction.default_template()) if correct_pose else None))
+                     template or pose_correction.default_template()) if correct_pose else None),
+                 shapes=shapes)
   start = time.time()
   for path, frame, image in _images(inputs, report, max(1, frame_step), max_frames):
     label = f"{path} frame {frame}" if frame is not None else str(path)
     try:
       box = _box_for(boxes, path, image, detector)
       crop = inference.crop_image(image, box, net.image_size)
+      shape_crop = (inference.crop_image(image, box, shapes.image_size)
+                    if shapes is not None else None)
       camera = inference.camera_for(crop.image_wh, focal, princpt, root_depth_mm)
       display, scale = display_copy(image, max_display_side)
     except (ValueError, cv2.error) as e:
@@ -265,7 +278,7 @@ def run(inputs, net, out_dir, boxes=None, detector=None, focal=None, princpt=Non
       continue
     name = path.stem if frame is None else f"{path.stem}_f{frame:06d}"
     pending.append(_Pending(_unique(name, used), str(path), frame, crop, camera, display,
-                            scale))
+                            scale, shape_crop))
     del image
     if len(pending) == batch_size:
       _flush(pending, predictor, **context)
@@ -290,8 +303,25 @@ def _corrected(result, cam_view, template):
   return entry, view
 
 
+def _shapes(shapes, p, cam_view, hands, out_dir, files, figures):
+  """The ``shapes`` entry of NAME.json; writes the meshes (and the figure) into ``files``."""
+  rec = shapes.reconstruct(p.shape_crop, p.camera, cam_view, hands)
+  entry = {"joints_refined_cam_mm": rec["joints_refined_cam_mm"].tolist(), "meshes": {},
+           "workdir": str(shapes.workdir)}
+  for side, (verts, faces) in rec["meshes"].items():
+    files[f"mesh_{side}"] = reconstruction.write_ply(
+        out_dir / f"{p.name}_{side}.ply", verts, faces)
+    entry["meshes"][side] = {"file": files[f"mesh_{side}"].name, "vertices": len(verts),
+                             "faces": len(faces)}
+  if figures:
+    files["shapes"] = out_dir / f"{p.name}_shapes.png"
+    visualize.write_rgb(files["shapes"], shapes_lib.draw_meshes(
+        p.display, rec["meshes"], p.camera.focal, p.camera.princpt, p.display_scale))
+  return entry
+
+
 def _flush(pending, predictor, net, out_dir, attention_joints, presence_threshold, figures,
-           report, correction=None):
+           report, correction=None, shapes=None):
   outputs = predictor(np.stack([p.crop.pixels for p in pending]))
   for i, p in enumerate(pending):
     label = f"{p.source} frame {p.frame}" if p.frame is not None else p.source
@@ -322,6 +352,8 @@ def _flush(pending, predictor, net, out_dir, attention_joints, presence_threshol
           figure = visualize.attention_figure(p.crop.pixels, out["attention"], j,
                                               joint_xy=np.asarray(out["joints"])[j, :2])
           visualize.save(figure, files[f"attention_j{j:02d}"])
+      if shapes is not None:
+        result["shapes"] = _shapes(shapes, p, cam_view, hands, out_dir, files, figures)
       result["files"] = {k: v.name for k, v in files.items()}
       with open(files["json"], "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
@@ -356,6 +388,8 @@ def define_flags():
   flags.DEFINE_bool("correct_pose", False, "Add the pose-corrected 3D joints (template bone "
                     "lengths, joint-angle intervals; dfl_jax/pose_correction.py).")
   flags.DEFINE_string("template", None, "--correct_pose: template JSON (default: built in).")
+  flags.DEFINE_string("shapes", None, "A workdir of python -m dfl_jax.shapes: also write each "
+                      "hand's mesh (Im2Hands' K, I, R) and NAME_shapes.png.")
 
 
 def main(argv):
@@ -387,6 +421,7 @@ def main(argv):
     except detector_lib.DetectorUnavailable as e:
       raise errors.ConfigError(str(e)) from None
   net = inference.load_model(FLAGS.workdir, FLAGS.checkpoint, FLAGS.config)  # errors name it
+  shapes = shapes_lib.ShapeReconstructor.load(FLAGS.shapes) if FLAGS.shapes else None
   try:
     report = run(FLAGS.input, net, FLAGS.out, boxes=boxes, detector=detector, focal=focal,
                  princpt=princpt, root_depth_mm=FLAGS.root_depth_mm,
@@ -394,7 +429,7 @@ def main(argv):
                  presence_threshold=FLAGS.presence_threshold,
                  max_display_side=FLAGS.max_display_side, frame_step=FLAGS.frame_step,
                  max_frames=FLAGS.max_frames, figures=FLAGS.figures,
-                 correct_pose=FLAGS.correct_pose, template=template)
+                 correct_pose=FLAGS.correct_pose, template=template, shapes=shapes)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   print(f"predict: {len(report.processed)} image(s) processed, {len(report.failed)} "

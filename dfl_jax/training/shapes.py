@@ -323,6 +323,15 @@ def _run(config, workdir, stage):
       fn(config, workdir)
   if stage not in ("all", "evaluate"):
     return {}
+  return evaluate_workdir(config, workdir)
+
+
+def evaluate_workdir(config, workdir, out_dir=None):
+  """The ``evaluate`` stage: scores the workdir's K, I and R on its validation examples and
+  writes ``metrics.json`` and ``meshes/`` into ``out_dir`` (default: the workdir)."""
+  workdir = pathlib.Path(workdir)
+  out = pathlib.Path(out_dir) if out_dir else workdir
+  out.mkdir(parents=True, exist_ok=True)
   k_model, i_model, r_model = models(config)
   data = load_examples(workdir, "val")
   _, run_dir = dfl_run(config, workdir)
@@ -333,8 +342,8 @@ def _run(config, workdir, stage):
             for a in data["annotation_id"][:n]]
   metrics = evaluation.evaluate(config, data, (k_model, _load(workdir, "k")),
                                 (i_model, _load(workdir, "i")), (r_model, _load(workdir, "r")),
-                                solids, workdir / "meshes")
-  (workdir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+                                solids, out / "meshes")
+  (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
   return metrics
 
 
