@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from dfl_jax.conventions import HANDS, LEFT, RIGHT, ROOT_OF
-from dfl_jax.evaluation import reconstruction, shape_metrics
+from dfl_jax.evaluation import metrics, reconstruction, shape_metrics
 from dfl_jax.network import keypoint_refinement
 from input_pipeline import hand_shape
 
@@ -27,11 +27,10 @@ HAND_JOINTS = (RIGHT, LEFT)
 
 
 def root_aligned_mpjpe(pred, truth, valid):
-  """Mean joint error (mm) over valid joints, each hand aligned at its wrist."""
-  p = pred - pred[:, ROOT_OF]
-  t = truth - truth[:, ROOT_OF]
+  """Mean joint error (mm) over valid joints (and valid wrists), each hand aligned at its wrist
+  (``metrics.joint_errors``, the official alignment)."""
   w = valid * valid[:, ROOT_OF]
-  return float(np.sum(np.linalg.norm(p - t, axis=-1) * w) / max(np.sum(w), 1.0))
+  return float(np.sum(metrics.joint_errors(pred, truth) * w) / max(np.sum(w), 1.0))
 
 
 def refine_keypoints(k_model, k_variables, images, keypoints, batch_size=16):
@@ -68,6 +67,8 @@ def evaluate(config, data, k, i, r, gt_solids, mesh_dir=None):
   s = config.shapes
   n = len(data["image"]) if not s.eval_frames else min(int(s.eval_frames), len(data["image"]))
   (k_model, k_vars), (i_model, i_vars), (r_model, r_vars) = k, i, r
+  # On the device once: every call below would copy the NumPy trees again.
+  k_vars, i_vars, r_vars = jax.device_put((k_vars, i_vars, r_vars))
   truth = data["joints"][:n].astype(np.float64)
   valid = data["joint_valid"][:n]
   dfl = data["dfl_keypoints"][:n]

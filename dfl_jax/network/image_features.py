@@ -49,6 +49,21 @@ class ImageEncoderDecoder(nn.Module):
     return x.astype(jnp.float32), z.astype(jnp.float32)
 
 
+def patch_tokens(module, images, train: bool, vit: bool = True):
+  """ImgEnc then the patch ViT, created in ``module``'s scope (call inside its compact method;
+  submodules ``image_encoder`` and ``vit``), from its ``image_*``, ``vit_*`` and ``patch``
+  fields: K and I build the same pathway. Returns (feature map, patch tokens, or None without
+  ``vit``: I's pixel-aligned variant reads the feature map only)."""
+  fmap, _ = ImageEncoderDecoder(module.image_stages, module.image_width,
+                                module.image_features_dim, dtype=module.dtype,
+                                name="image_encoder")(images, train)
+  if not vit:
+    return fmap, None
+  tokens = PatchViT(module.vit_dim, module.vit_depth, module.vit_heads, module.patch,
+                    module.dtype, name="vit")(fmap, train)
+  return fmap, tokens
+
+
 class TransformerBlock(nn.Module):
   """Pre-norm ViT block: x + MSA(LN(x)), then x + MLP(LN(x))."""
 

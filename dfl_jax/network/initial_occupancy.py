@@ -163,12 +163,9 @@ class InitialOccupancy(nn.Module):
     depth = (flat[..., 2] - jnp.repeat(wrists[..., 2], n, axis=1)) / SCALE_MM
     position = jnp.concatenate([pixels / size * 2.0 - 1.0, depth[..., None]], -1)
     pos = PosEnc(self.attention_features, name="pos_enc")(position, train)
-    fmap, _ = image_features.ImageEncoderDecoder(
-        self.image_stages, self.image_width, self.image_features_dim, dtype=self.dtype,
-        name="image_encoder")(images, train)
+    fmap, patches = image_features.patch_tokens(self, images, train,
+                                                vit=self.query_image_attention)
     if self.query_image_attention:
-      patches = image_features.PatchViT(self.vit_dim, self.vit_depth, self.vit_heads,
-                                        self.patch, self.dtype, name="vit")(fmap, train)
       patches = nn.Dense(self.attention_features, name="patch_projection")(patches)
       feature = pos + QueryImageAttention(self.heads, self.dtype,
                                           name="query_image_attention")(pos, patches)

@@ -97,11 +97,7 @@ class KeypointRefinement(nn.Module):
     h = jnp.concatenate([index, c], -1)                                  # KptEnc
     for i in range(self.gcn_layers):
       h = GraphConvolution(self.dtype, name=f"gcn{i + 1}")(h)
-    fmap, _ = image_features.ImageEncoderDecoder(
-        self.image_stages, self.image_width, self.image_features_dim, dtype=self.dtype,
-        name="image_encoder")(images, train)
-    patches = image_features.PatchViT(self.vit_dim, self.vit_depth, self.vit_heads, self.patch,
-                                      self.dtype, name="vit")(fmap, train)
+    _, patches = image_features.patch_tokens(self, images, train)
     width = h.shape[-1]
     tokens = jnp.concatenate([h, nn.Dense(width, name="patch_projection")(patches)], 1)
     h = h + nn.MultiHeadDotProductAttention(num_heads=self.heads, dtype=self.dtype,

@@ -26,7 +26,7 @@ from dfl_jax import conventions, errors
 from dfl_jax.evaluation import reconstruction, shapes as shape_evaluation
 from dfl_jax.training import shapes as shapes_pipeline
 from dfl_jax.weights import variables_file
-from input_pipeline import geometry
+from input_pipeline import geometry, shape_data
 
 COLOURS = {"right": (230, 60, 50), "left": (50, 110, 230)}
 
@@ -57,6 +57,7 @@ class ShapeReconstructor:
                                       f"has not trained {name.upper()} (python -m "
                                       "dfl_jax.shapes)")
       variables.append(variables_file.load(path)[0])
+    variables = jax.device_put(variables)
     out = cls(config, (k_model, variables[0]), (i_model, variables[1]), (r_model, variables[2]),
               int(config.shapes.image_size), workdir)
     out._refine = jax.jit(lambda v, img, kp: k_model.apply(v, img, kp))
@@ -68,9 +69,8 @@ class ShapeReconstructor:
     if crop.pixels.shape[0] != self.image_size:
       raise ValueError(f"the shapes networks take {self.image_size}-pixel crops, got "
                        f"{crop.pixels.shape[0]}")
-    s = np.array(crop.pixels.shape[1::-1], np.float64) / np.asarray(crop.crop_box[2:], np.float64)
-    focal = np.asarray(camera.focal, np.float64) * s
-    princpt = (np.asarray(camera.princpt, np.float64) - np.asarray(crop.crop_box[:2])) * s
+    focal, princpt = shape_data.crop_camera(camera.focal, camera.princpt, crop.crop_box,
+                                            self.image_size)
     image = jnp.asarray(crop.pixels[None])
     joints = jnp.asarray(np.asarray(joints_cam_mm, np.float32)[None])
     refined = self._refine(self.k[1], image, joints)

@@ -253,7 +253,10 @@ def train_r(config, workdir):
   step = shape_steps.make_refinement_step(i_model, model, s.grid_resolution, s.num_points,
                                           s.candidates)
   state, log = _loop("R", step, state, it, _steps(config.r, len(data["image"])),
-                     config.log_every_steps, extra=(i_variables,))
+                     config.log_every_steps,
+                     # Read by every step: on the device once. Its own buffers: R's ImgEnc
+                     # started from copies of them, and the step donates R's state.
+                     extra=(jax.device_put(i_variables),))
   variables_file.save(pathlib.Path(workdir) / "r.npz", state.variables(),
                       {"network": "R", "train": log})
 
