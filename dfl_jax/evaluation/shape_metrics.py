@@ -75,15 +75,32 @@ def score_hand(pred_inside, pred_mesh, pred_joints, gt_inside, gt_mesh, gt_joint
   ``pred_inside`` / ``gt_inside``: functions of points [N, 3] (mm, each in its own placement)
   -> [N] bool; ``*_mesh``: (vertices [V, 3], faces [F, 3]); ``*_joints``: the hand's [21, 3].
   A prediction without a surface (``empty``) scores its IoU and a NaN Chamfer distance.
+  ``iou_queries`` and ``score_at`` are its two halves, for a caller that asks the network
+  about several hands' points at once.
   """
+  points, shift = iou_queries(pred_mesh, pred_joints, gt_mesh, gt_joints, rng, num_points)
+  return score_at(pred_inside(points - shift), gt_inside(points), pred_mesh, gt_mesh, shift,
+                  rng, num_surface)
+
+
+def iou_queries(pred_mesh, pred_joints, gt_mesh, gt_joints, rng, num_points: int):
+  """(points [N, 3], shift [3]): the IoU's query points, uniform in the union of the ground
+  truth's and the aligned prediction's boxes (ground truth placement: the prediction is asked
+  at ``points - shift``), and the alignment ``shift``."""
   shift = alignment_shift(pred_joints, gt_joints)
+  boxes = [np.asarray(gt_mesh[0], np.float64)]
+  if len(pred_mesh[1]):
+    boxes.append(np.asarray(pred_mesh[0], np.float64) + shift)
+  lo, hi = query_box(*boxes)
+  return uniform_points(lo, hi, num_points, rng), shift
+
+
+def score_at(pred_inside, gt_inside, pred_mesh, gt_mesh, shift, rng, num_surface: int = 30_000):
+  """``score_hand`` from the two insides [N] bool at ``iou_queries``' points."""
   pv, pf = np.asarray(pred_mesh[0], np.float64) + shift, np.asarray(pred_mesh[1])
   gv, gf = np.asarray(gt_mesh[0], np.float64), np.asarray(gt_mesh[1])
   empty = len(pf) == 0
-  lo, hi = query_box(gv, *([] if empty else [pv]))
-  points = uniform_points(lo, hi, num_points, rng)
-  result = {"iou": iou(pred_inside(points - shift), gt_inside(points)), "empty": empty,
-            "chamfer_mm": float("nan")}
+  result = {"iou": iou(pred_inside, gt_inside), "empty": empty, "chamfer_mm": float("nan")}
   if not empty:
     result["chamfer_mm"] = chamfer_l1(hand_shape.surface_points(pv, pf, num_surface, rng),
                                       hand_shape.surface_points(gv, gf, num_surface, rng))

@@ -43,27 +43,46 @@ def refine_keypoints(k_model, k_variables, images, keypoints, batch_size=16):
 
 def make_occupancy(i_model, r_model, config):
   """jit(i_vars, r_vars, frame, queries [1, 2, Q, 3]) -> (I logits, I + R logits) [1, 2, Q]."""
+  surface_fn, occupancy_fn = make_occupancy_parts(i_model, r_model, config)
+  return jax.jit(lambda i_vars, r_vars, frame, queries: occupancy_fn(
+      i_vars, r_vars, frame, surface_fn(i_vars, frame), queries))
+
+
+def make_occupancy_parts(i_model, r_model, config):
+  """``make_occupancy`` in two jitted halves, for a caller that asks several sets of queries
+  of one frame: surface(i_vars, frame) -> R's input point clouds [1, 2, P, 3] (I's iso-surface
+  on each hand's grid, farthest point sampled), and occupancy(i_vars, r_vars, frame, surface,
+  queries) -> (I logits, I + R logits)."""
   s = config.shapes
 
-  def both(i_vars, r_vars, frame, queries):
-    args = (frame["image"], frame["keypoints"], frame["focal"], frame["princpt"])
-    initial = i_model.apply(i_vars, *args, queries)["logits"]
+  def args(frame):
+    return (frame["image"], frame["keypoints"], frame["focal"], frame["princpt"])
+
+  def surface(i_vars, frame):
     grids, _, _ = reconstruction.hand_grids(frame["keypoints"], s.grid_resolution)
-    surface = reconstruction.surface_points(grids, i_model.apply(i_vars, *args, grids)["logits"],
-                                            s.num_points, s.candidates)
+    return reconstruction.surface_points(
+        grids, i_model.apply(i_vars, *args(frame), grids)["logits"], s.num_points,
+        s.candidates)
+
+  def occupancy(i_vars, r_vars, frame, surface_points, queries):
+    initial = i_model.apply(i_vars, *args(frame), queries)["logits"]
     centre = keypoint_refinement.keypoint_centre(frame["keypoints"])[:, 0]
-    refined = r_model.apply(r_vars, frame["image"], frame["focal"], frame["princpt"], surface,
-                            centre, queries, jax.nn.sigmoid(initial))
+    refined = r_model.apply(r_vars, frame["image"], frame["focal"], frame["princpt"],
+                            surface_points, centre, queries, jax.nn.sigmoid(initial))
     return initial, refined
 
-  return jax.jit(both)
+  return jax.jit(surface), jax.jit(occupancy)
 
 
 def evaluate(config, data, k, i, r, gt_solids, mesh_dir=None):
   """The metrics (module docstring) of the first ``config.shapes.eval_frames`` examples of
   ``data`` (``load_examples``' arrays); ``gt_solids[j]`` is frame j's {'right', 'left'} solids
   in camera mm; writes the system's meshes of the first ``meshes_written`` frames to
-  ``mesh_dir``."""
+  ``mesh_dir``.
+
+  Per frame and keypoint source the networks run twice: on the mesh grids of both hands, then
+  on the IoU points of every (hand, model) at once (each hand's slot holds its points for I
+  and for I + R; both models answer both, and each score reads its own)."""
   s = config.shapes
   n = len(data["image"]) if not s.eval_frames else min(int(s.eval_frames), len(data["image"]))
   (k_model, k_vars), (i_model, i_vars), (r_model, r_vars) = k, i, r
@@ -74,10 +93,11 @@ def evaluate(config, data, k, i, r, gt_solids, mesh_dir=None):
   dfl = data["dfl_keypoints"][:n]
   refined = refine_keypoints(k_model, k_vars, data["image"][:n], dfl)
   sources = {"gt": truth.astype(np.float32), "dfl": dfl, "dfl+K": refined}
-  occupancy = make_occupancy(i_model, r_model, config)
+  surface_fn, occupancy_fn = make_occupancy_parts(i_model, r_model, config)
   rng = np.random.default_rng(config.seed)
   scores = {src: {m: [] for m in MODELS} for src in SOURCES}
   written = []
+  res, num = int(s.mesh_resolution), int(s.eval_points)
   for j in range(n):
     gt_meshes = {}
     for h, side in enumerate(HANDS):
@@ -88,31 +108,35 @@ def evaluate(config, data, k, i, r, gt_solids, mesh_dir=None):
                "keypoints": jnp.asarray(keypoints[j:j + 1], jnp.float32),
                "focal": jnp.asarray(data["focal"][j:j + 1]),
                "princpt": jnp.asarray(data["princpt"][j:j + 1])}
-      grids, lo, hi = reconstruction.hand_grids(frame["keypoints"], s.mesh_resolution)
-      grid_logits = occupancy(i_vars, r_vars, frame, grids)
+      surface = surface_fn(i_vars, frame)
+      grids, lo, hi = reconstruction.hand_grids(frame["keypoints"], res)
+      grid_logits = occupancy_fn(i_vars, r_vars, frame, surface, grids)
+      queries = np.zeros((1, 2, len(MODELS) * num, 3), np.float32)
+      pending = []
       for h, side in enumerate(HANDS):
         if side not in gt_meshes:
           continue
-        solid = gt_solids[j][side]
-        for m, logits in zip(MODELS, grid_logits):
-          prob = jax.nn.sigmoid(logits[0, h]).reshape((s.mesh_resolution,) * 3)
+        for m, logits in enumerate(grid_logits):
+          prob = jax.nn.sigmoid(logits[0, h]).reshape((res,) * 3)
           mesh = reconstruction.mesh_from_grid(prob, lo[0, h], hi[0, h])
-
-          def pred_inside(points, h=h, m=m, frame=frame):
-            q = jnp.broadcast_to(jnp.asarray(points, jnp.float32)[None, None],
-                                 (1, 2, len(points), 3))
-            out = occupancy(i_vars, r_vars, frame, q)[MODELS.index(m)]
-            return np.asarray(out[0, h]) >= 0.0
-
-          score = shape_metrics.score_hand(
-              pred_inside, mesh, keypoints[j, HAND_JOINTS[h]],
-              lambda x, solid=solid: hand_shape.contains(solid, x), gt_meshes[side],
-              truth[j, HAND_JOINTS[h]], rng, s.eval_points, s.eval_surface)
-          scores[src][m].append(score)
-          if (mesh_dir is not None and src == "dfl+K" and m == "I+R"
+          points, shift = shape_metrics.iou_queries(
+              mesh, keypoints[j, HAND_JOINTS[h]], gt_meshes[side], truth[j, HAND_JOINTS[h]],
+              rng, num)
+          queries[0, h, m * num:(m + 1) * num] = points - shift
+          pending.append((h, side, m, mesh, points, shift))
+          if (mesh_dir is not None and src == "dfl+K" and MODELS[m] == "I+R"
               and j < s.meshes_written):
             written.append(_write(mesh_dir, int(data["annotation_id"][j]), side, mesh,
                                   s.mesh_format))
+      if not pending:
+        continue
+      point_logits = [np.asarray(x) for x in occupancy_fn(i_vars, r_vars, frame, surface,
+                                                          jnp.asarray(queries))]
+      for h, side, m, mesh, points, shift in pending:
+        pred_inside = point_logits[m][0, h, m * num:(m + 1) * num] >= 0.0
+        gt_inside = hand_shape.contains(gt_solids[j][side], points)
+        scores[src][MODELS[m]].append(shape_metrics.score_at(
+            pred_inside, gt_inside, mesh, gt_meshes[side], shift, rng, s.eval_surface))
   table = {src: {m: _summary(scores[src][m]) for m in MODELS} for src in SOURCES}
   system = table["dfl+K"]["I+R"]
   return {"iou": system["iou"], "chamfer_mm": system["chamfer_mm"],

@@ -126,33 +126,41 @@ def refinement_loss(logits_by_hand, batch):
 
 def initial_shapes(i_model, i_variables, batch, resolution: int, num_points: int,
                    candidates: int):
-  """What R reads from a frozen I: (surface [B, 2, P, 3], queries [B, 2, 2N, 3] (every hand's
-  training queries, both sets, for both hands), I's logits there [B, 2, 2N]).
+  """What R reads from a frozen I: (surface [B, 2, P, 3], I's logits [B, 2, 2N] at
+  ``refinement_queries(batch)``).
 
-  The surface points come from I's logits on each hand's grid (``reconstruction``)."""
+  The surface points come from I's logits on each hand's grid (``reconstruction``). I is
+  frozen and run without dropout, so these are fixed per example: the pipeline computes them
+  once for the whole training split (``training/shapes.py``) and R's steps read them."""
   args = (batch["image"], batch["keypoints"], batch["focal"], batch["princpt"])
   grids, _, _ = reconstruction.hand_grids(batch["keypoints"], resolution)
   grid_logits = i_model.apply(i_variables, *args, grids)["logits"]
   surface = reconstruction.surface_points(grids, grid_logits, num_points, candidates)
+  init = i_model.apply(i_variables, *args, refinement_queries(batch))["logits"]
+  return jax.lax.stop_gradient((surface, init))
+
+
+def refinement_queries(batch):
+  """[B, 2, 2N, 3]: every hand's training queries, both sets, for both hands (the penetration
+  loss scores each hand's queries under the other hand too)."""
   both = jnp.concatenate([batch["points"][:, 0], batch["points"][:, 1]], 1)   # [B, 2N, 3]
-  queries = jnp.stack([both, both], 1)
-  init = i_model.apply(i_variables, *args, queries)["logits"]
-  return jax.lax.stop_gradient((surface, queries, init))
+  return jnp.stack([both, both], 1)
 
 
-def make_refinement_step(i_model, r_model, resolution: int, num_points: int, candidates: int):
-  """jit(state, i_variables, batch, key) -> (state, metrics): R on I's frozen initial shapes."""
+def make_refinement_step(r_model):
+  """jit(state, batch, key) -> (state, metrics): R on I's frozen initial shapes, which the
+  batch carries (``surface``, ``init_logits``: ``initial_shapes``)."""
 
-  def step(state, i_variables, batch, key):
-    surface, queries, init_logits = initial_shapes(i_model, i_variables, batch, resolution,
-                                                   num_points, candidates)
+  def step(state, batch, key):
+    init_logits = batch["init_logits"]
     init = jax.nn.sigmoid(init_logits)
     centre = keypoint_refinement.keypoint_centre(batch["keypoints"])[:, 0]
     n = batch["points"].shape[2]
 
     def loss_fn(params):
       logits = r_model.apply(dict(state.frozen, params=params), batch["image"], batch["focal"],
-                             batch["princpt"], surface, centre, queries, init, train=True,
+                             batch["princpt"], batch["surface"], centre,
+                             refinement_queries(batch), init, train=True,
                              rngs={"dropout": key})
       by_hand = logits.reshape(logits.shape[0], 2, 2, n)
       return refinement_loss(by_hand, batch)

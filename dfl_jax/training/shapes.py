@@ -175,10 +175,15 @@ def _optimizer(section):
                                section.get("weight_decay", 0.0))
 
 
-def _loop(name, step_fn, state, batch_iter, num_steps, log_every, extra=()):
-  start, last = time.time(), {}
+def _loop(name, step_fn, state, batch_iter, num_steps, log_every):
+  """Runs the steps; the log's ``seconds_per_step`` is the time of the steps after the first
+  (which compiles), measured to the last step's end (Table S3's training time per iteration)."""
+  start, last, first_done = time.time(), {}, None
   for i in range(num_steps):
-    state, metrics = step_fn(state, *extra, next(batch_iter), jax.random.key(i))
+    state, metrics = step_fn(state, next(batch_iter), jax.random.key(i))
+    if i == 0:
+      jax.block_until_ready(metrics)
+      first_done = time.time()
     if (i + 1) % log_every == 0 or i + 1 == num_steps:
       last = {k: float(v) for k, v in metrics.items()}
       if not np.isfinite(last["loss"]):
@@ -186,7 +191,11 @@ def _loop(name, step_fn, state, batch_iter, num_steps, log_every, extra=()):
       logging.info("%s step %d/%d (%.1f s, %.3f s/step): %s", name, i + 1, num_steps,
                    time.time() - start, (time.time() - start) / (i + 1),
                    ", ".join(f"{k}={v:.4g}" for k, v in sorted(last.items())))
-  return state, dict(last, seconds=time.time() - start, steps=num_steps)
+  jax.block_until_ready(state)
+  end = time.time()
+  per_step = (end - first_done) / (num_steps - 1) if num_steps > 1 else float("nan")
+  return state, dict(last, seconds=end - start, steps=num_steps,
+                     first_step_seconds=first_done - start, seconds_per_step=per_step)
 
 
 def _example_batch(data, n=1):
@@ -233,30 +242,50 @@ def _load(workdir, name):
   return variables_file.load(path)[0]
 
 
+def initial_shapes_of(i_model, i_variables, data, config, batch_size=8):
+  """I's frozen initial shapes of every example (``shape_steps.initial_shapes`` on
+  ``data['keypoints']``): {'surface': [n, 2, P, 3], 'init_logits': [n, 2, 2N]}, computed once
+  for R's whole training instead of again at every step."""
+  s = config.shapes
+  fn = jax.jit(lambda v, b: shape_steps.initial_shapes(i_model, v, b, s.grid_resolution,
+                                                       s.num_points, s.candidates))
+  variables = jax.device_put(i_variables)
+  n = len(data["image"])
+  keys = ("image", "keypoints", "focal", "princpt", "points")
+  out = {"surface": [], "init_logits": []}
+  for start in range(0, n, batch_size):
+    idx = np.arange(start, start + batch_size) % n        # one shape: the last batch wraps
+    surface, init = fn(variables, {k: jnp.asarray(data[k][idx]) for k in keys})
+    keep = min(batch_size, n - start)
+    out["surface"].append(np.asarray(surface)[:keep])
+    out["init_logits"].append(np.asarray(init)[:keep])
+  return {k: np.concatenate(v) for k, v in out.items()}
+
+
 def train_r(config, workdir):
   _, i_model, model = models(config)
   i_variables = _load(workdir, "i")
   data = load_examples(workdir, "train")
   data["keypoints"] = data["joints"]
-  s = config.shapes
-  b = dict(_example_batch(data), keypoints=jnp.asarray(data["joints"][:1]))
-  surface, queries, init = shape_steps.initial_shapes(i_model, i_variables, b, s.grid_resolution,
-                                                      s.num_points, s.candidates)
+  start = time.time()
+  data.update(initial_shapes_of(i_model, i_variables, data, config))
+  logging.info("I's initial shapes of %d training frames: %.1f s", len(data["image"]),
+               time.time() - start)
+  b = dict(_example_batch(data), keypoints=jnp.asarray(data["joints"][:1]),
+           surface=jnp.asarray(data["surface"][:1]),
+           init_logits=jnp.asarray(data["init_logits"][:1]))
   centre = keypoint_refinement.keypoint_centre(b["keypoints"])[:, 0]
-  variables = jax.jit(lambda r: model.init(r, b["image"], b["focal"], b["princpt"], surface,
-                                           centre, queries, jax.nn.sigmoid(init)))(
-      jax.random.key(config.seed + 2))
+  variables = jax.jit(lambda r: model.init(
+      r, b["image"], b["focal"], b["princpt"], b["surface"], centre,
+      shape_steps.refinement_queries(b), jax.nn.sigmoid(b["init_logits"])))(
+          jax.random.key(config.seed + 2))
   variables = start_image_encoder_from(variables, i_variables)
   state = shape_steps.State.create(variables, _optimizer(config.r))
   it = batches(data, ("image", "keypoints", "focal", "princpt", "points", "inside",
-                      "hand_valid"), config.r.batch_size, config.seed + 2)
-  step = shape_steps.make_refinement_step(i_model, model, s.grid_resolution, s.num_points,
-                                          s.candidates)
-  state, log = _loop("R", step, state, it, _steps(config.r, len(data["image"])),
-                     config.log_every_steps,
-                     # Read by every step: on the device once. Its own buffers: R's ImgEnc
-                     # started from copies of them, and the step donates R's state.
-                     extra=(jax.device_put(i_variables),))
+                      "hand_valid", "surface", "init_logits"), config.r.batch_size,
+               config.seed + 2)
+  state, log = _loop("R", shape_steps.make_refinement_step(model), state, it,
+                     _steps(config.r, len(data["image"])), config.log_every_steps)
   variables_file.save(pathlib.Path(workdir) / "r.npz", state.variables(),
                       {"network": "R", "train": log})
 
