@@ -250,8 +250,13 @@ def signed_distance(solid, points, cap=None):
 
 
 def contains(solid, points):
-  """Exact inside test: [P] bool, True where a point lies inside the solid."""
-  return signed_distance(solid, points) < 0.0
+  """Exact inside test: [P] bool, True where a point lies inside the solid.
+
+  Each primitive is tested only at the points in its bounding box (``signed_distance``'s
+  ``cap``): a point inside the solid is inside some primitive and so inside that primitive's
+  box, where its distance is the exact one; the answer is the all-primitives test's.
+  """
+  return signed_distance(solid, points, cap=1.0) < 0.0
 
 
 def skeleton_balls(solid, per_primitive=6):

@@ -43,35 +43,41 @@ def refine_keypoints(k_model, k_variables, images, keypoints, batch_size=16):
 
 def make_occupancy(i_model, r_model, config):
   """jit(i_vars, r_vars, frame, queries [1, 2, Q, 3]) -> (I logits, I + R logits) [1, 2, Q]."""
-  surface_fn, occupancy_fn = make_occupancy_parts(i_model, r_model, config)
-  return jax.jit(lambda i_vars, r_vars, frame, queries: occupancy_fn(
-      i_vars, r_vars, frame, surface_fn(i_vars, frame), queries))
+  surface, initial, refine = _occupancy_parts(i_model, r_model, config)
+
+  def occupancy(i_vars, r_vars, frame, queries):
+    start = initial(i_vars, frame, queries)
+    return start, refine(r_vars, frame, surface(i_vars, frame), queries, start)
+
+  return jax.jit(occupancy)
 
 
 def make_occupancy_parts(i_model, r_model, config):
-  """``make_occupancy`` in two jitted halves, for a caller that asks several sets of queries
+  """``make_occupancy`` in three jitted parts, for a caller that asks several sets of queries
   of one frame: surface(i_vars, frame) -> R's input point clouds [1, 2, P, 3] (I's iso-surface
-  on each hand's grid, farthest point sampled), and occupancy(i_vars, r_vars, frame, surface,
-  queries) -> (I logits, I + R logits)."""
+  on each hand's grid, farthest point sampled); initial(i_vars, frame, queries) -> I's logits;
+  refine(r_vars, frame, surface, queries, I's logits there) -> I + R's logits."""
+  return tuple(jax.jit(f) for f in _occupancy_parts(i_model, r_model, config))
+
+
+def _occupancy_parts(i_model, r_model, config):
   s = config.shapes
 
-  def args(frame):
-    return (frame["image"], frame["keypoints"], frame["focal"], frame["princpt"])
+  def initial(i_vars, frame, queries):
+    return i_model.apply(i_vars, frame["image"], frame["keypoints"], frame["focal"],
+                         frame["princpt"], queries)["logits"]
 
   def surface(i_vars, frame):
     grids, _, _ = reconstruction.hand_grids(frame["keypoints"], s.grid_resolution)
-    return reconstruction.surface_points(
-        grids, i_model.apply(i_vars, *args(frame), grids)["logits"], s.num_points,
-        s.candidates)
+    return reconstruction.surface_points(grids, initial(i_vars, frame, grids), s.num_points,
+                                         s.candidates)
 
-  def occupancy(i_vars, r_vars, frame, surface_points, queries):
-    initial = i_model.apply(i_vars, *args(frame), queries)["logits"]
+  def refine(r_vars, frame, surface_points, queries, initial_logits):
     centre = keypoint_refinement.keypoint_centre(frame["keypoints"])[:, 0]
-    refined = r_model.apply(r_vars, frame["image"], frame["focal"], frame["princpt"],
-                            surface_points, centre, queries, jax.nn.sigmoid(initial))
-    return initial, refined
+    return r_model.apply(r_vars, frame["image"], frame["focal"], frame["princpt"],
+                         surface_points, centre, queries, jax.nn.sigmoid(initial_logits))
 
-  return jax.jit(surface), jax.jit(occupancy)
+  return surface, initial, refine
 
 
 def evaluate(config, data, k, i, r, gt_solids, mesh_dir=None):
@@ -81,8 +87,8 @@ def evaluate(config, data, k, i, r, gt_solids, mesh_dir=None):
   ``mesh_dir``.
 
   Per frame and keypoint source the networks run twice: on the mesh grids of both hands, then
-  on the IoU points of every (hand, model) at once (each hand's slot holds its points for I
-  and for I + R; both models answer both, and each score reads its own)."""
+  on the IoU points of every (hand, model) at once (each hand's slot holds its points for I,
+  then those for I + R; I answers both, R the second half from I's answer there)."""
   s = config.shapes
   n = len(data["image"]) if not s.eval_frames else min(int(s.eval_frames), len(data["image"]))
   (k_model, k_vars), (i_model, i_vars), (r_model, r_vars) = k, i, r
@@ -93,7 +99,7 @@ def evaluate(config, data, k, i, r, gt_solids, mesh_dir=None):
   dfl = data["dfl_keypoints"][:n]
   refined = refine_keypoints(k_model, k_vars, data["image"][:n], dfl)
   sources = {"gt": truth.astype(np.float32), "dfl": dfl, "dfl+K": refined}
-  surface_fn, occupancy_fn = make_occupancy_parts(i_model, r_model, config)
+  surface_fn, initial_fn, refine_fn = make_occupancy_parts(i_model, r_model, config)
   rng = np.random.default_rng(config.seed)
   scores = {src: {m: [] for m in MODELS} for src in SOURCES}
   written = []
@@ -110,7 +116,8 @@ def evaluate(config, data, k, i, r, gt_solids, mesh_dir=None):
                "princpt": jnp.asarray(data["princpt"][j:j + 1])}
       surface = surface_fn(i_vars, frame)
       grids, lo, hi = reconstruction.hand_grids(frame["keypoints"], res)
-      grid_logits = occupancy_fn(i_vars, r_vars, frame, surface, grids)
+      start = initial_fn(i_vars, frame, grids)
+      grid_logits = (start, refine_fn(r_vars, frame, surface, grids, start))
       queries = np.zeros((1, 2, len(MODELS) * num, 3), np.float32)
       pending = []
       for h, side in enumerate(HANDS):
@@ -130,10 +137,13 @@ def evaluate(config, data, k, i, r, gt_solids, mesh_dir=None):
                                   s.mesh_format))
       if not pending:
         continue
-      point_logits = [np.asarray(x) for x in occupancy_fn(i_vars, r_vars, frame, surface,
-                                                          jnp.asarray(queries))]
+      queries = jnp.asarray(queries)
+      start = initial_fn(i_vars, frame, queries)
+      point_logits = (np.asarray(start)[..., :num],
+                      np.asarray(refine_fn(r_vars, frame, surface, queries[:, :, num:],
+                                           start[:, :, num:])))
       for h, side, m, mesh, points, shift in pending:
-        pred_inside = point_logits[m][0, h, m * num:(m + 1) * num] >= 0.0
+        pred_inside = point_logits[m][0, h] >= 0.0
         gt_inside = hand_shape.contains(gt_solids[j][side], points)
         scores[src][MODELS[m]].append(shape_metrics.score_at(
             pred_inside, gt_inside, mesh, gt_meshes[side], shift, rng, s.eval_surface))
