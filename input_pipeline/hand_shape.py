@@ -234,18 +234,41 @@ def signed_distance(solid, points, cap=None):
                                      triangle_distance(p, solid.triangles).min(1))
     return out
   out = np.full(len(points), float(cap))
-  boxes = solid.boxes()
-  n_cones = len(solid.cones)
-  for i, box in enumerate(boxes):
+  for i, box in enumerate(solid.boxes()):
     sel = np.flatnonzero(np.all((points >= box[0] - cap) & (points <= box[1] + cap), axis=1))
-    if not len(sel):
-      continue
-    p = points[sel]
-    if i < n_cones:
-      d = round_cone_distance(p, solid.cones[i:i + 1])[:, 0]
-    else:
-      d = triangle_distance(p, solid.triangles[i - n_cones:i - n_cones + 1])[:, 0]
-    out[sel] = np.minimum(out[sel], d)
+    if len(sel):
+      out[sel] = np.minimum(out[sel], _primitive_distance(solid, i, points[sel]))
+  return out
+
+
+def _primitive_distance(solid, i, points):
+  """[P] signed distance of points [P, 3] to the solid's i-th primitive (cones, then
+  triangles, the order of ``Solid.boxes``)."""
+  n_cones = len(solid.cones)
+  if i < n_cones:
+    return round_cone_distance(points, solid.cones[i:i + 1])[:, 0]
+  return triangle_distance(points, solid.triangles[i - n_cones:i - n_cones + 1])[:, 0]
+
+
+def grid_signed_distance(solid, axes, cap):
+  """``signed_distance(solid, grid, cap)`` on the grid of three increasing coordinate axes
+  (``meshgrid(*axes, indexing='ij')``), shaped [len(x), len(y), len(z)].
+
+  A primitive's grown box holds a block of the grid, found from the axes alone, so no
+  primitive scans the whole grid; the points, their order and the distances are
+  ``signed_distance``'s, and so is the result.
+  """
+  axes = [np.asarray(a, np.float64) for a in axes]
+  out = np.full(tuple(len(a) for a in axes), float(cap))
+  for i, box in enumerate(solid.boxes()):
+    block = []
+    for a, lo, hi in zip(axes, box[0] - cap, box[1] + cap):
+      idx = np.flatnonzero((a >= lo) & (a <= hi))
+      block.append(slice(idx[0], idx[-1] + 1) if len(idx) else slice(0, 0))
+    sub = np.stack(np.meshgrid(*[a[b] for a, b in zip(axes, block)], indexing="ij"), -1)
+    if sub.size:
+      d = _primitive_distance(solid, i, sub.reshape(-1, 3)).reshape(sub.shape[:3])
+      out[tuple(block)] = np.minimum(out[tuple(block)], d)
   return out
 
 
@@ -293,9 +316,7 @@ def mesh(solid, resolution=1.5, padding=3.0):
   lo, hi = solid.bounds()
   lo, hi = lo - padding, hi + padding
   axes = [np.arange(lo[i], hi[i] + resolution, resolution) for i in range(3)]
-  grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1)
-  sdf = signed_distance(solid, grid.reshape(-1, 3), cap=2.0 * resolution)
-  sdf = sdf.reshape(grid.shape[:3])
+  sdf = grid_signed_distance(solid, axes, cap=2.0 * resolution)
   verts, faces, _, _ = measure.marching_cubes(sdf, level=0.0, spacing=(resolution,) * 3)
   return verts + lo, faces
 

@@ -97,6 +97,18 @@ def test_the_inside_test_agrees_with_the_mesh(resolution):
   assert abs(volume - mc) / mc < 0.05
   # The boxed inside test is the all-primitives one, point for point.
   np.testing.assert_array_equal(inside, hand_shape.signed_distance(solid, pts) < 0.0)
+  # The grid path of the mesh is the capped distance at the grid's points, bit for bit, and the
+  # capped distance is the exact one wherever it is below the cap.
+  axes = [np.arange(lo[i] - 3.0, hi[i] + 3.0 + resolution, resolution) for i in range(3)]
+  grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+  on_grid = hand_shape.grid_signed_distance(solid, axes, cap=2.0 * resolution).reshape(-1)
+  np.testing.assert_array_equal(on_grid,
+                                hand_shape.signed_distance(solid, grid, cap=2.0 * resolution))
+  exact = hand_shape.signed_distance(solid, grid)
+  near = exact < 2.0 * resolution
+  assert near.any() and (~near).any()
+  np.testing.assert_allclose(on_grid[near], exact[near], rtol=0, atol=1e-9)
+  np.testing.assert_array_equal(on_grid[~near], 2.0 * resolution)
 
 
 def test_occupancy_samples_and_shape_file_round_trip(tmp_path):
