@@ -142,6 +142,31 @@ def test_query_image_attention_is_the_query_row_of_self_attention():
     np.testing.assert_allclose(got[:, m], want, atol=1e-5)
 
 
+def test_part_occupancy_is_one_mlp_per_part_against_numpy():
+  rng = np.random.default_rng(7)
+  inputs = rng.normal(size=(2, 3, 5, 16, 6)).astype(np.float32)       # [B, hands, N, parts, D]
+  feature = rng.normal(size=(2, 3, 5, 4)).astype(np.float32)          # [B, hands, N, F]
+  for image in (None, feature):
+    layer = io.PartOccupancy(hidden=8, layers=3)
+    variables = layer.init(jax.random.key(8), inputs, image)
+    p = jax.tree.map(np.asarray, variables["params"])
+    assert p["layer1_kernel"].shape == (16, 6, 8) and p["out_kernel"].shape == (16, 8, 1)
+    assert p["layer2_kernel"].shape == (16, 8 + (0 if image is None else 4), 8)
+    # Noisy biases, so that each part's bias is exercised.
+    p = {k: v + rng.normal(size=v.shape).astype(np.float32) * 0.1 if k.endswith("bias") else v
+         for k, v in p.items()}
+    got = np.asarray(layer.apply({"params": p}, inputs, image))
+    want = np.zeros(inputs.shape[:-1], np.float32)
+    for part in range(16):
+      x = np.maximum(inputs[..., part, :] @ p["layer1_kernel"][part] + p["layer1_bias"][part], 0)
+      if image is not None:
+        x = np.concatenate([x, image], -1)
+      x = np.maximum(x @ p["layer2_kernel"][part] + p["layer2_bias"][part], 0)
+      x = np.maximum(x @ p["layer3_kernel"][part] + p["layer3_bias"][part], 0)
+      want[..., part] = (x @ p["out_kernel"][part] + p["out_bias"][part])[..., 0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def _two_hands():
   return np.concatenate([_hand(12) + [45, 0, 600], _hand(13, left=True) + [-45, 0, 620]])
 
