@@ -24,6 +24,8 @@ setup(
         "dfl-predict=dfl_jax.serving.predict:command",
         "dfl-export=dfl_jax.serving.export:command",
         "dfl-bench=dfl_jax.tools.bench:command",
+        "dfl-profile=dfl_jax.tools.profile:command",
+        "dfl-gpu-report=dfl_jax.tools.gpu_report:command",
         "dfl-aot=dfl_jax.tools.aot:command",
         "dfl-doctor=dfl_jax.tools.doctor:command",
         "dfl-summary=dfl_jax.tools.summary:command",

@@ -18,7 +18,8 @@ of shard_map over every device, state donated, Adam, losses) at ``--train_batch`
 Inputs are uint8 images (what the pipeline yields; a quarter of float32's bytes) put on the
 device once before timing; the timed loops run under ``jax.transfer_guard('disallow')``, so a
 hidden host-device copy would be an error, not a slower figure. Writes ``bench.json`` and
-``bench.md`` into ``--out``. A benchmark, not a test: nothing here asserts a speed.
+``bench.md`` into ``--out``, again after each measurement (a run stopped half-way keeps what it
+measured). A benchmark, not a test: nothing here asserts a speed.
 """
 
 import datetime
@@ -230,8 +231,10 @@ def synthetic_train_batch(batch: int, size: int, seed: int = 0) -> dict:
           "rel_root_depth_valid": np.ones(batch, np.float32)}
 
 
-def bench_train(config, batch: int, warmup: int, iters: int, peak=None):
-  """The real training step (dfl_jax/training/step.py), global batch ``batch``, every device."""
+def compiled_train_step(config, batch: int):
+  """(compiled step, state, batch, compile seconds): the real training step
+  (dfl_jax/training/step.py: jit of shard_map over every device, state donated) at global batch
+  ``batch``, its replicated state and a synthetic batch already on the devices."""
   parallel.check_batch_size(batch)
   mesh = parallel.make_mesh()
   tx = create_optimizer(config, steps_per_epoch=1000)
@@ -243,7 +246,12 @@ def bench_train(config, batch: int, warmup: int, iters: int, peak=None):
   step = make_train_step(model, tx, config.loss, mesh)
   t = time.perf_counter()
   compiled = step.lower(state, data).compile()
-  compile_s = time.perf_counter() - t
+  return compiled, state, data, time.perf_counter() - t
+
+
+def bench_train(config, batch: int, warmup: int, iters: int, peak=None):
+  """The real training step (dfl_jax/training/step.py), global batch ``batch``, every device."""
+  compiled, state, data, compile_s = compiled_train_step(config, batch)
   holder = [state]
 
   def call():
@@ -261,8 +269,10 @@ def bench_train(config, batch: int, warmup: int, iters: int, peak=None):
 
 
 def run(config, batches, train_batches=(), warmup: int = 3, iters: int = 20,
-        config_name: str = "", command: str = "", prepare_weights: bool = True) -> dict:
-  """All measurements as one JSON-able dict."""
+        config_name: str = "", command: str = "", prepare_weights: bool = True,
+        on_row=None) -> dict:
+  """All measurements as one JSON-able dict; ``on_row(result)`` after each measurement (the
+  command writes its files then, so a run stopped half-way keeps what it measured)."""
   dtype = config.model.get("dtype", "float32")
   facts = device_facts()
   peak = peak_flops(facts["device_kind"], dtype)
@@ -282,9 +292,13 @@ def run(config, batches, train_batches=(), warmup: int = 3, iters: int = 20,
     result["inference"].append(bench_inference(model, variables, b, config.data.image_size,
                                                warmup, iters, peak, prepare_weights))
     _log(f"inference batch {b}", result["inference"][-1])
+    if on_row:
+      on_row(result)
   for b in sorted(train_batches):
     result["train"].append(bench_train(config, b, warmup, iters, peak))
     _log(f"train batch {b}", result["train"][-1])
+    if on_row:
+      on_row(result)
   return result
 
 
@@ -418,7 +432,7 @@ def main(argv):
   name = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "")
   command = " ".join(["python -m dfl_jax.bench"] + sys.argv[1:])
   result = run(config, parse_ints(FLAGS.batch), train_batches, FLAGS.warmup, FLAGS.iters, name,
-               command, FLAGS.prepare_weights)
+               command, FLAGS.prepare_weights, on_row=lambda r: write(r, FLAGS.out))
   paths = write(result, FLAGS.out)
   print(to_markdown(result))
   print(f"wrote {paths['json']} and {paths['markdown']}")
