@@ -11,9 +11,10 @@ import time
 from ml_collections import ConfigDict
 import pytest
 
-from configs import tiny
+from configs import shapes as shapes_config, shapes_tiny, tiny
 from conftest import compilation_cache_env
 from dfl_jax import errors
+from dfl_jax.training import config_check, shapes
 from input_pipeline import synthetic_dataset
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -66,6 +67,31 @@ def test_a_batch_size_of_zero_is_named_and_writes_nothing(tmp_path):
   proc, lines = train(workdir, "--config.train.batch_size=0")
   assert_one_clear_error(proc, lines, "config.train.batch_size=0")
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize("override, named", [
+    ("--config.k.batch_size=0", "config.k.batch_size=0"),
+    ("--config.shapes.candidates=5000", "config.shapes.candidates=5000"),  # > 16^3 grid points
+    ("--config.shapes.mesh_format=stl", "config.shapes.mesh_format='stl'"),
+    ("--config.shapes.image_size=70", "config.shapes.image_size=70"),
+    ("--config.dfl.train.learning_rate=0", "config.dfl.train.learning_rate=0"),
+])
+def test_a_wrong_shapes_value_is_named_before_anything_runs(tmp_path, override, named):
+  workdir = tmp_path / "shapes"
+  proc, lines = run_command(["-m", "dfl_jax.shapes", "--config=configs/shapes_tiny.py",
+                             f"--workdir={workdir}", override])
+  assert_one_clear_error(proc, lines, named)
+  assert not workdir.exists()
+
+
+def test_the_shipped_shapes_configurations_pass_their_checks():
+  for config in (shapes_config.get_config(), shapes_tiny.get_config()):
+    config_check.check_shapes(config)
+    config_check.check(shapes.dfl_config(config))
+  config = shapes_tiny.get_config()
+  config.shapes.num_points = 600           # more points than the 512 candidates
+  with pytest.raises(errors.ConfigError, match="config.shapes.candidates=512: must lie between"):
+    config_check.check_shapes(config)
 
 
 def test_a_missing_data_dir_points_at_the_builder_and_writes_nothing(tmp_path):

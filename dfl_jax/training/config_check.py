@@ -65,14 +65,19 @@ def _existing(config, key, kind="file or folder"):
     raise errors.MissingFileError(f"config.{key}={path}: no such {kind}")
 
 
+def _image_size(config, key):
+  size = _integer(config, key, minimum=32)
+  if size % 32:
+    raise errors.ConfigError(
+        f"config.{key}={size}: must be a multiple of 32 (the ResNet's coarsest "
+        f"scale is 1/32 of the image), e.g. {max(32, size // 32 * 32)} or {size // 32 * 32 + 32}")
+  return size
+
+
 def check(config):
   """Types, ranges and choices of the keys a training run reads; the weight files exist."""
   _integer(config, "train.batch_size", minimum=1)
-  size = _integer(config, "data.image_size", minimum=32)
-  if size % 32:
-    raise errors.ConfigError(
-        f"config.data.image_size={size}: must be a multiple of 32 (the ResNet's coarsest "
-        f"scale is 1/32 of the image), e.g. {max(32, size // 32 * 32)} or {size // 32 * 32 + 32}")
+  _image_size(config, "data.image_size")
   _choice(config, "model.dtype", DTYPES)
   _choice(config, "data.source", ("interhand", "synthetic"))
   _choice(config, "data.annotation", tuple(tfds_builder.ANNOTATIONS))
@@ -92,6 +97,36 @@ def check(config):
   _integer(config, "data.shuffle_buffer", minimum=1)
   _existing(config, "train.backbone_init", "folder (written by python -m dfl_jax.convert_resnet)")
   _existing(config, "train.encoder_init", "file (written by python -m dfl_jax.pretrained_encoder)")
+
+
+def check_shapes(config):
+  """The Im2Hands pipeline's own keys (configs/shapes.py): ``shapes``, and the training of K, I
+  and R (``k``, ``i``, ``r``). The DFL it trains (``config.dfl``) is ``check``ed by the caller."""
+  _integer(config, "seed")
+  _integer(config, "log_every_steps", minimum=1)
+  _image_size(config, "shapes.image_size")
+  for key in ("num_uniform", "num_near", "num_points", "eval_points", "eval_surface"):
+    _integer(config, f"shapes.{key}", minimum=1)
+  grid = _integer(config, "shapes.grid_resolution", minimum=2)
+  _integer(config, "shapes.mesh_resolution", minimum=2)
+  candidates = _integer(config, "shapes.candidates", minimum=1)
+  points = config.shapes.num_points
+  if not points <= candidates <= grid ** 3:
+    raise errors.ConfigError(
+        f"config.shapes.candidates={candidates}: must lie between config.shapes.num_points "
+        f"({points}: farthest point sampling picks them among the candidates) and the "
+        f"{grid}^3 = {grid ** 3} points of I's grid (config.shapes.grid_resolution)")
+  for key in ("eval_frames", "meshes_written"):
+    _integer(config, f"shapes.{key}", minimum=0)
+  _choice(config, "shapes.mesh_format", ("ply", "obj"))
+  _existing(config, "shapes.dfl_workdir", "folder (a DFL run on the synthetic world)")
+  for net in ("k", "i", "r"):
+    for key in ("batch_size", "epochs", "decay_every"):
+      _integer(config, f"{net}.{key}", minimum=1)
+    _number(config, f"{net}.learning_rate", positive=True)
+    _number(config, f"{net}.decay_factor", positive=True)
+    if "weight_decay" in config[net]:
+      _number(config, f"{net}.weight_decay", minimum=0.0)
 
 
 def check_data_dir(config):

@@ -47,7 +47,7 @@ from ml_collections import config_flags
 from dfl_jax import errors, workdir as workdir_lib
 from dfl_jax.evaluation import model_mode, shapes as evaluation
 from dfl_jax.network import initial_occupancy, keypoint_refinement, two_hand_refinement
-from dfl_jax.training import loop, shape_steps, workdir_lock
+from dfl_jax.training import config_check, loop, shape_steps, workdir_lock
 from dfl_jax.weights import variables_file
 from input_pipeline import shape_data
 
@@ -392,9 +392,13 @@ def main(argv):
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if FLAGS.config is None or not FLAGS.workdir:
     raise errors.ConfigError("give --config (configs/shapes_tiny.py) and --workdir")
-  if FLAGS.config.shapes.mesh_format not in ("ply", "obj"):
-    raise errors.ConfigError("--config.shapes.mesh_format must be 'ply' or 'obj', got "
-                             f"{FLAGS.config.shapes.mesh_format!r}")
+  # Checked before anything is written (the DFL trained here too, unless a run is given).
+  config_check.check_shapes(FLAGS.config)
+  if not FLAGS.config.shapes.dfl_workdir:
+    try:
+      config_check.check(dfl_config(FLAGS.config))
+    except errors.UserError as e:   # named as the user wrote it: config.dfl.KEY
+      raise type(e)(str(e).replace("config.", "config.dfl.", 1)) from None
   metrics = run(FLAGS.config, FLAGS.workdir, FLAGS.stage)
   if metrics:
     print(json.dumps({k: metrics[k] for k in ("iou", "chamfer_mm", "mpjpe_before_k",
