@@ -69,19 +69,30 @@ def test_a_batch_size_of_zero_is_named_and_writes_nothing(tmp_path):
   assert not workdir.exists()
 
 
-@pytest.mark.parametrize("override, named", [
-    ("--config.k.batch_size=0", "config.k.batch_size=0"),
-    ("--config.shapes.candidates=5000", "config.shapes.candidates=5000"),  # > 16^3 grid points
-    ("--config.shapes.mesh_format=stl", "config.shapes.mesh_format='stl'"),
-    ("--config.shapes.image_size=70", "config.shapes.image_size=70"),
-    ("--config.dfl.train.learning_rate=0", "config.dfl.train.learning_rate=0"),
-])
-def test_a_wrong_shapes_value_is_named_before_anything_runs(tmp_path, override, named):
+def test_a_wrong_shapes_value_is_named_before_anything_runs(tmp_path):
+  # Through the command line once (the DFL it trains is named as the user wrote it) ...
   workdir = tmp_path / "shapes"
   proc, lines = run_command(["-m", "dfl_jax.shapes", "--config=configs/shapes_tiny.py",
-                             f"--workdir={workdir}", override])
-  assert_one_clear_error(proc, lines, named)
+                             f"--workdir={workdir}", "--config.dfl.train.learning_rate=0"])
+  assert_one_clear_error(proc, lines, "config.dfl.train.learning_rate=0")
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("k.batch_size", 0, "config.k.batch_size=0"),   # was a ZeroDivisionError after DFL
+    ("shapes.candidates", 5000, "config.shapes.candidates=5000"),   # > the 16^3 grid points
+    ("shapes.mesh_format", "stl", "config.shapes.mesh_format='stl'"),
+    ("shapes.image_size", 70, "config.shapes.image_size=70"),
+    ("i.weight_decay", -1.0, "config.i.weight_decay=-1.0"),
+])
+def test_the_shapes_checks_name_the_key(key, value, named):
+  # ... and the check it runs, in-process, for the other keys.
+  config = shapes_tiny.get_config()
+  section, name = key.split(".")
+  config[section][name] = value
+  with pytest.raises(errors.UserError) as info:
+    config_check.check_shapes(config)
+  assert str(info.value).startswith(named)
 
 
 def test_the_shipped_shapes_configurations_pass_their_checks():
