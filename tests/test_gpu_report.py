@@ -9,7 +9,11 @@ import sys
 import pytest
 
 from conftest import ROOT, compilation_cache_env
-from dfl_jax.tools import gpu_report, profile
+from dfl_jax.tools import bench, gpu_report, profile
+
+ROW_KEYS = {"batch", "compile_s", "latency_ms_median", "latency_ms_p90", "images_per_s",
+            "flops_per_image", "achieved_flops_per_s", "fraction_of_peak", "peak_memory_bytes",
+            "xla_memory_bytes", "cpu_s_per_call", "dispatch_ms_median"}
 
 
 @pytest.mark.parametrize("name, hlo_op, kind", [
@@ -155,9 +159,9 @@ def test_rehearsal_on_the_cpu_without_tensorflow(tmp_path, shared_compilation_ca
              JAX_PLATFORMS="cpu", **compilation_cache_env(shared_compilation_cache))
   proc = subprocess.run(
       [sys.executable, "-m", "dfl_jax.gpu_report", "--config=configs/tiny.py", f"--out={out}",
-       "--set=data.image_size=64", "--batch=1,2", "--train_batch=2", "--more_batch=",
+       "--set=data.image_size=64", "--batch=1", "--train_batch=2", "--more_batch=",
        "--more_train_batch=", "--float32_batch=1", "--per_call_batch=1",
-       "--attention=xla", "--attention_batch=2", "--profile_batch=2",
+       "--attention=xla", "--attention_batch=1", "--profile_batch=2",
        "--profile_steps=2", "--iters=2", "--budget_s=1200", "--part_cap_s=600"],
       cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=1800)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -170,10 +174,9 @@ def test_rehearsal_on_the_cpu_without_tensorflow(tmp_path, shared_compilation_ca
       {p["name"]: (p["status"], (out / p["name"] / "log.txt").read_text()[-1500:])
        for p in rep["parts"] if p["status"] != "ok"}
   r = rep["results"]
-  assert [x["batch"] for x in r["bfloat16"]["inference"]] == [1, 2]
-  assert [x["batch"] for x in r["bfloat16"]["train"]] == [2]
-  assert r["bfloat16"]["dtype"] == "bfloat16" and r["float32"]["dtype"] == "float32"
-  assert r["bfloat16"]["image_size"] == 64 and r["per_call"]["prepare_weights"] is False
+  _check_bench(r["bfloat16"], (out / "bfloat16" / "bench.md").read_text())
+  assert r["float32"]["dtype"] == "float32" and r["per_call"]["prepare_weights"] is False
+  assert "(float32 weights every call)" in (out / "per_call" / "bench.md").read_text()
   s = r["profile"]["summary"]
   assert s["timeline"] == "host XLA op events" and 0 < len(s["top"]) <= 15
   assert r["profile"]["warning"] is None and s["devices"] == 1
@@ -184,3 +187,30 @@ def test_rehearsal_on_the_cpu_without_tensorflow(tmp_path, shared_compilation_ca
   for heading in ("## Targets", "## bfloat16", "## profile", "Top ", "## attention_xla"):
     assert heading in md
   assert "JAX" in (out / "doctor" / "doctor.txt").read_text()
+
+
+
+def _check_bench(loaded, md):
+  """The structure of a ``python -m dfl_jax.bench`` result (the tiny model in bfloat16 at 64
+  pixels, inference at batch 1, training at 2, on the CPU) and of its Markdown."""
+  assert [r["batch"] for r in loaded["inference"]] == [1]
+  assert [r["batch"] for r in loaded["train"]] == [2]
+  for row in loaded["inference"] + loaded["train"]:
+    assert set(row) == ROW_KEYS
+    assert row["images_per_s"] > 0 and row["compile_s"] > 0
+    assert 0 < row["latency_ms_median"] <= row["latency_ms_p90"]
+    assert row["flops_per_image"] > 1e6  # XLA's cost analysis of the tiny model at 64 px
+    assert row["fraction_of_peak"] is None  # no known peak for a CPU
+  # A training step costs more than inference (backward pass).
+  assert loaded["train"][0]["flops_per_image"] > 2 * loaded["inference"][0]["flops_per_image"]
+  assert loaded["dtype"] == "bfloat16" and loaded["image_size"] == 64
+  assert loaded["device"]["platform"] == "cpu" and loaded["device"]["cpu"]
+  assert loaded["params"] > 1e6 and loaded["versions"]["jax"]
+  assert loaded["prepare_weights"] is True
+  assert md.startswith(f"**{loaded['config']}**, 64x64, bfloat16")
+  assert "Inference (weights cast and laid out once" in md and "Training step:" in md
+  header = "| " + " | ".join(c[1] for c in bench.COLUMNS) + " |"
+  assert md.count(header) == 2
+  table_rows = [l for l in md.splitlines() if l.startswith("| ") and l != header]
+  assert len(table_rows) == 2 and all(l.count("|") == len(bench.COLUMNS) + 1
+                                      for l in table_rows)
