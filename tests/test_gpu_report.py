@@ -42,8 +42,8 @@ def test_kernel_kind(name, hlo_op, kind):
 
 
 def _event(plane, line, name, us, hlo_op=None):
-  return {"plane": plane, "line": line, "name": name, "start_ns": 0.0,
-          "duration_ns": us * 1e3, "hlo_op": hlo_op, "hlo_module": "jit_step"}
+  return {"plane": plane, "line": line, "name": name, "duration_ns": us * 1e3,
+          "hlo_op": hlo_op}
 
 
 def test_summary_counts_the_gpu_streams_once_per_device():

@@ -32,7 +32,6 @@ import collections
 import os
 import pathlib
 import re
-import sys
 import time
 
 from absl import app, flags
@@ -349,7 +348,7 @@ def main(argv):
   result = compile_for_target(config, read_target(FLAGS.target), bench.parse_ints(FLAGS.batch),
                               bench.parse_ints(FLAGS.train_batch), FLAGS.devices,
                               FLAGS.prepare_weights)
-  result["command"] = " ".join(["python -m dfl_jax.aot"] + sys.argv[1:])
+  result["command"] = bench.invocation("dfl_jax.aot")[1]
   paths = bench.write(result, FLAGS.out, stem="aot", render=to_markdown)
   print(to_markdown(result))
   print(f"wrote {paths['json']} and {paths['markdown']}")

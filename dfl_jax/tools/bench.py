@@ -391,6 +391,13 @@ def write(result: dict, out_dir, stem: str = "bench", render=None) -> dict:
   return {"json": str(out / f"{stem}.json"), "markdown": str(out / f"{stem}.md")}
 
 
+def invocation(module: str):
+  """(the ``--config=`` file as given, the command line as ``python -m MODULE ...``): what a
+  tool's JSON records of how it was run."""
+  name = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "")
+  return name, " ".join([f"python -m {module}"] + sys.argv[1:])
+
+
 def parse_ints(text):
   return [int(x) for x in str(text).split(",") if x.strip()] if text else []
 
@@ -429,8 +436,7 @@ def main(argv):
     config.data.image_size = FLAGS.image_size
   train_batches = ((parse_ints(FLAGS.train_batch) or [config.train.batch_size])
                    if FLAGS.train else [])
-  name = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "")
-  command = " ".join(["python -m dfl_jax.bench"] + sys.argv[1:])
+  name, command = invocation("dfl_jax.bench")
   result = run(config, parse_ints(FLAGS.batch), train_batches, FLAGS.warmup, FLAGS.iters, name,
                command, FLAGS.prepare_weights, on_row=lambda r: write(r, FLAGS.out))
   paths = write(result, FLAGS.out)

@@ -258,9 +258,10 @@ def main(argv):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
   command = " ".join(["python -m dfl_jax.gpu_report"] + sys.argv[1:])
-  rows = run_parts(plan, FLAGS.budget_s, FLAGS.part_cap_s, env=env,
-                   after_part=lambda rows: report(rows, out, command))
-  rep = report(rows, out, command)
+  reports = []     # rewritten after every part: the last one is the run's
+  run_parts(plan, FLAGS.budget_s, FLAGS.part_cap_s, env=env,
+            after_part=lambda rows: reports.append(report(rows, out, command)))
+  rep = reports[-1]
   print(to_markdown(rep))
   print(f"wrote {out / 'report.md'} and {out / 'report.json'}")
 

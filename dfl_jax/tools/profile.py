@@ -36,7 +36,6 @@ import pathlib
 import platform
 import re
 import shutil
-import sys
 import time
 
 from absl import flags
@@ -78,17 +77,14 @@ def kernel_kind(name: str, hlo_op: str = "") -> str:
 
 
 def timeline_events(profile_data):
-  """Every event of a ``jax.profiler.ProfileData`` as a dict: plane, line, name, start_ns,
-  duration_ns and its ``hlo_op`` / ``hlo_module`` stats (None where absent)."""
+  """Every event of a ``jax.profiler.ProfileData`` as a dict: plane, line, name, duration_ns
+  and its ``hlo_op`` stat (None where absent)."""
   for plane in profile_data.planes:
     for line in plane.lines:
       for event in line.events:
-        stats = {}
-        for key, value in event.stats:
-          stats.setdefault(key, value)
+        hlo_op = next((value for key, value in event.stats if key == "hlo_op"), None)
         yield {"plane": plane.name, "line": line.name, "name": event.name,
-               "start_ns": float(event.start_ns), "duration_ns": float(event.duration_ns),
-               "hlo_op": stats.get("hlo_op"), "hlo_module": stats.get("hlo_module")}
+               "duration_ns": float(event.duration_ns), "hlo_op": hlo_op}
 
 
 def kernel_events(events):
@@ -244,8 +240,7 @@ def main(argv):
     config.model.dtype = FLAGS.dtype
   if FLAGS.steps < 1 or FLAGS.top < 1 or FLAGS.warmup < 0:
     raise errors.ConfigError("--steps and --top must be at least 1, --warmup at least 0")
-  name = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "")
-  command = " ".join(["python -m dfl_jax.profile"] + sys.argv[1:])
+  name, command = bench.invocation("dfl_jax.profile")
   result = profile(config, FLAGS.batch or int(config.train.batch_size), FLAGS.steps,
                    FLAGS.warmup, FLAGS.top, FLAGS.out, name, command)
   paths = bench.write(result, FLAGS.out, "profile", to_markdown)

@@ -74,29 +74,37 @@ def _image_size(config, key):
   return size
 
 
-def check(config):
-  """Types, ranges and choices of the keys a training run reads; the weight files exist."""
-  _integer(config, "train.batch_size", minimum=1)
-  _image_size(config, "data.image_size")
-  _choice(config, "model.dtype", DTYPES)
-  _choice(config, "data.source", ("interhand", "synthetic"))
-  _choice(config, "data.annotation", tuple(tfds_builder.ANNOTATIONS))
-  _integer(config, "train.num_epochs", minimum=0)
-  steps = _integer(config, "train.num_steps", minimum=0)
-  if not steps and not config.train.num_epochs:
-    raise errors.ConfigError("config.train.num_epochs and config.train.num_steps are both 0: "
-                             "nothing to train")
-  _number(config, "train.learning_rate", positive=True)
-  _number(config, "train.lr_decay_factor", positive=True)
-  _number(config, "train.grad_clip_norm", minimum=0.0)
-  for key in ("log_every_steps",):
-    _integer(config, f"train.{key}", minimum=1)
+def check(config, prefix=""):
+  """Types, ranges and choices of the keys a training run reads; the weight files exist.
+
+  ``prefix``: where the DFL configuration sits in ``config`` ('' for a training run's own;
+  'dfl.' in an Im2Hands configuration), so that a message names the key as the user writes it.
+  """
+  def k(key):
+    return prefix + key
+
+  _integer(config, k("train.batch_size"), minimum=1)
+  _image_size(config, k("data.image_size"))
+  _choice(config, k("model.dtype"), DTYPES)
+  _choice(config, k("data.source"), ("interhand", "synthetic"))
+  _choice(config, k("data.annotation"), tuple(tfds_builder.ANNOTATIONS))
+  epochs = _integer(config, k("train.num_epochs"), minimum=0)
+  steps = _integer(config, k("train.num_steps"), minimum=0)
+  if not steps and not epochs:
+    raise errors.ConfigError(f"config.{k('train.num_epochs')} and config.{k('train.num_steps')} "
+                             "are both 0: nothing to train")
+  _number(config, k("train.learning_rate"), positive=True)
+  _number(config, k("train.lr_decay_factor"), positive=True)
+  _number(config, k("train.grad_clip_norm"), minimum=0.0)
+  _integer(config, k("train.log_every_steps"), minimum=1)
   for key in ("eval_every_steps", "checkpoint_every_steps"):
-    _integer(config, f"train.{key}", minimum=0)
-  _integer(config, "train.keep_checkpoints", minimum=1)
-  _integer(config, "data.shuffle_buffer", minimum=1)
-  _existing(config, "train.backbone_init", "folder (written by python -m dfl_jax.convert_resnet)")
-  _existing(config, "train.encoder_init", "file (written by python -m dfl_jax.pretrained_encoder)")
+    _integer(config, k(f"train.{key}"), minimum=0)
+  _integer(config, k("train.keep_checkpoints"), minimum=1)
+  _integer(config, k("data.shuffle_buffer"), minimum=1)
+  _existing(config, k("train.backbone_init"),
+            "folder (written by python -m dfl_jax.convert_resnet)")
+  _existing(config, k("train.encoder_init"),
+            "file (written by python -m dfl_jax.pretrained_encoder)")
 
 
 def check_shapes(config):

@@ -395,10 +395,8 @@ def main(argv):
   # Checked before anything is written (the DFL trained here too, unless a run is given).
   config_check.check_shapes(FLAGS.config)
   if not FLAGS.config.shapes.dfl_workdir:
-    try:
-      config_check.check(dfl_config(FLAGS.config))
-    except errors.UserError as e:   # named as the user wrote it: config.dfl.KEY
-      raise type(e)(str(e).replace("config.", "config.dfl.", 1)) from None
+    config_check.check(ml_collections.ConfigDict({"dfl": dfl_config(FLAGS.config)}),
+                       prefix="dfl.")
   metrics = run(FLAGS.config, FLAGS.workdir, FLAGS.stage)
   if metrics:
     print(json.dumps({k: metrics[k] for k in ("iou", "chamfer_mm", "mpjpe_before_k",
